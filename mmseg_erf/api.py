@@ -1,0 +1,169 @@
+"""compute_erf: the Python door."""
+import os
+import os.path as osp
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import torch
+from mmengine.dataset import DefaultSampler, pseudo_collate
+from mmengine.dist import all_reduce, get_dist_info
+from torch import nn
+
+from .engine import ERFResult, ERFSession
+from .errors import ERFUsageError
+from .segmentor import (batch_inputs, build_segmentor, config_pipeline, erf_pipeline,
+                        unwrap)
+
+DEFAULT_TARGETS = ('backbone.-1', )
+
+
+class _PathDataset(torch.utils.data.Dataset):
+    """A list of image files run through a pipeline (for ``images=[...]``)."""
+
+    def __init__(self, paths: Sequence[str], pipeline):
+        from mmcv.transforms import Compose
+        missing = [p for p in paths if not osp.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f'image {missing[0]} does not exist '
+                                    f'({len(missing)} of {len(paths)} missing)')
+        self.paths = list(paths)
+        self.pipeline = Compose(pipeline)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return self.pipeline(dict(img_path=self.paths[index], seg_fields=[]))
+
+
+def image_dataset(images: Union[str, Sequence[str]], pipeline, recursive: bool = False):
+    """A dataset over a folder (``ImageFolderDataset``) or a list of image paths."""
+    from .datasets import ImageFolderDataset
+    if isinstance(images, (str, os.PathLike)):
+        images = str(images)
+        if not osp.isdir(images):
+            raise FileNotFoundError(f'image folder {images} does not exist; pass a folder '
+                                    f'of images, a list of paths or a dataloader')
+        return ImageFolderDataset(data_prefix=dict(img_path=images, seg_map_path=''),
+                                  pipeline=pipeline, recursive=recursive,
+                                  metainfo=dict(classes=('unlabelled', )), test_mode=True)
+    return _PathDataset([str(p) for p in images], pipeline)
+
+
+def rank_positions(seen: int, size: int) -> list:
+    """Dataset positions of this rank's next ``size`` samples after ``seen`` of them.
+
+    mmengine's ``DefaultSampler`` (no shuffle) gives rank r the samples
+    ``r, r + world, r + 2 * world, ...``; its padding repeats get positions at or
+    beyond the dataset length.
+    """
+    rank, world = get_dist_info()
+    return [rank + world * (seen + i) for i in range(size)]
+
+
+def feed_batch(model: nn.Module, session: ERFSession, batch: dict, input_size: int,
+               seen: int, dataset_length: Optional[int] = None) -> int:
+    """Process one of this rank's data batches; returns how many images it used.
+
+    Padding repeats (positions >= dataset length) and images beyond
+    ``num_images`` are never counted, so N processes give the images, and the
+    maps, of one. Samples whose ``inputs`` is None (files the dataset could not
+    read) are counted as skipped.
+    """
+    positions = rank_positions(seen, len(batch['inputs']))
+    bound = min(session.num_images, dataset_length or session.num_images)
+    if positions[0] >= bound:
+        return 0
+    images = list(batch['inputs'])
+    unreadable = [p for p, img in zip(positions, images) if img is None]
+    used = session.skip_unreadable(unreadable, limit=dataset_length) if unreadable else 0
+    readable = [(p, img) for p, img in zip(positions, images) if img is not None]
+    if readable:
+        inputs = batch_inputs(model, dict(inputs=[img for _, img in readable]), input_size)
+        used += session.process(inputs, [p for p, _ in readable], limit=dataset_length)
+    return used
+
+
+def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
+               input_size: int, dataset_length: Optional[int] = None,
+               on_batch: Optional[Callable[[int], None]] = None) -> None:
+    """Feed this rank's data batches through the session until it needs no more."""
+    seen = 0
+    for batch in batches:
+        if rank_positions(seen, 1)[0] >= min(session.num_images,
+                                             dataset_length or session.num_images):
+            break
+        used = feed_batch(model, session, batch, input_size, seen, dataset_length)
+        seen += len(batch['inputs'])
+        if on_batch is not None:
+            on_batch(used)
+
+
+def reduce_session(session: ERFSession) -> None:
+    """Sum every rank's accumulator into each rank's (no-op in one process)."""
+    _, world = get_dist_info()
+    if world == 1:
+        return
+    acc = session.accumulator
+    if acc is None:
+        raise RuntimeError('this rank processed no image: use fewer processes than images')
+    for name in acc.names:
+        total = torch.from_numpy(acc.sums[name])
+        all_reduce(total)
+        acc.sums[name] = total.numpy()
+    counts = torch.tensor([acc.count, acc.skipped], dtype=torch.float64)
+    all_reduce(counts)
+    acc.count, acc.skipped = int(counts[0]), int(counts[1])
+
+
+def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = DEFAULT_TARGETS,
+                num_images: int = 50, input_size: int = 1024, batch_size: int = 1,
+                checkpoint: Optional[str] = None, device: Optional[str] = None,
+                point: Sequence[float] = (0.5, 0.5), class_index: Optional[int] = None,
+                recursive: bool = False, num_workers: int = 0,
+                trust_checkpoint: bool = False, allow_partial: bool = False,
+                model_name: Optional[str] = None) -> ERFResult:
+    """Effective receptive fields of a segmentor.
+
+    Args:
+        model: a built mmseg segmentor, or the path of an mmseg config (with
+            ``checkpoint`` optional: without it, random initial weights).
+        images: a folder, a list of image paths, or an iterable of mmseg data
+            batches (``{'inputs': [...], 'data_samples': [...]}``, e.g. a runner's
+            dataloader). Folders and paths run through the model config's test
+            pipeline with its resize replaced by the fixed ERF geometry.
+        targets: target names (``backbone.i``, ``neck.i``, ``decode_head``,
+            ``seg_logits``, ``all`` or a module path); default the last backbone stage.
+        num_images: images averaged (the first ones, in dataset order).
+        input_size: side S of the square input.
+        batch_size: images per forward pass.
+        point, class_index: response point (relative y, x) and logit class.
+
+    Returns:
+        ERFResult: ``.maps``, ``.num_images``, ``.skipped``, ``.metrics``.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model_name = model_name or osp.splitext(osp.basename(str(model)))[0]
+        model, _, _ = build_segmentor(str(model), checkpoint, device or 'cpu',
+                                      trust_checkpoint=trust_checkpoint,
+                                      allow_partial=allow_partial)
+    elif checkpoint:
+        raise ERFUsageError('checkpoint is only used with a config path; load weights into a '
+                         'built model yourself (mmseg_erf.checkpoint.load_model_weights)')
+    model = unwrap(model)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    session = ERFSession(model, targets, num_images, point, class_index)
+    length = None
+    if isinstance(images, (str, os.PathLike, list, tuple)):
+        cfg = getattr(model, 'cfg', None)
+        pipeline = erf_pipeline(config_pipeline(cfg) if cfg is not None else None,
+                                input_size)
+        dataset = image_dataset(images, pipeline, recursive)
+        length = len(dataset)
+        images = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, num_workers=num_workers,
+            sampler=DefaultSampler(dataset, shuffle=False), collate_fn=pseudo_collate)
+    accumulate(model, session, images, input_size, dataset_length=length)
+    reduce_session(session)
+    return session.result(model_name or type(model).__name__)

@@ -1,0 +1,186 @@
+"""The command-line door (``tools/erf_seg.py``): parse, call the engine, print."""
+import argparse
+import os.path as osp
+import sys
+from typing import List, Optional
+
+import torch
+from mmengine.config import DictAction
+
+from .api import DEFAULT_TARGETS, accumulate, reduce_session
+from .engine import ERFResult, ERFSession, NoImagesError, TargetError
+from .errors import ERFUsageError
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='erf_seg.py',
+        description='Effective receptive fields of an mmseg segmentor on its own val '
+                    'pipeline. Writes erf_<target>.npy/.png and metrics.json.')
+    parser.add_argument('config', help='mmseg config file')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='checkpoint file; without one the weights are random '
+                             '(the "before training" ERF)')
+    parser.add_argument('--img-dir', help="folder of images to use instead of the "
+                        "config's test dataset")
+    parser.add_argument('--recursive', action='store_true',
+                        help='with --img-dir, also list sub-folders')
+    parser.add_argument('--num-images', type=int, default=50, help='images to average')
+    parser.add_argument('--targets', nargs='+', default=list(DEFAULT_TARGETS),
+                        help="backbone.i, neck.i, decode_head, seg_logits, a module path, "
+                             "or 'all' (every backbone stage, neck level and decode_head); "
+                             'default: the last backbone stage')
+    parser.add_argument('--input-size', type=int, default=1024,
+                        help='side S: short side resized to S, centre crop S x S')
+    parser.add_argument('--batch-size', type=int, default=1, help='images per forward')
+    parser.add_argument('--num-workers', type=int, default=2, help='dataloader workers')
+    parser.add_argument('--point', type=float, nargs=2, default=(0.5, 0.5),
+                        metavar=('Y', 'X'), help='relative response point, default centre')
+    parser.add_argument('--class-index', type=int, default=None,
+                        help='one class channel for logit targets')
+    parser.add_argument('--out-dir', help='default: work_dirs/<config name>/erf')
+    parser.add_argument('--device', default=None,
+                        help='cpu, cuda, cuda:1...; default cuda when available')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load the checkpoint with full pickle (only for files '
+                             'from a source you trust)')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='load a checkpoint whose keys do not all fit, and report it')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='distributed launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def _dataset(cfg, args):
+    """The image folder, or the config's test dataset, on the ERF pipeline."""
+    from mmseg.registry import DATASETS
+
+    from .datasets import ImageFolderDataset
+    from .segmentor import config_pipeline, erf_pipeline
+    pipeline = erf_pipeline(config_pipeline(cfg), args.input_size)
+    source = (cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}).get('dataset')
+    classes = None
+    if source is not None and isinstance(source.get('type'), str):
+        dataset_type = DATASETS.get(source['type'])
+        classes = getattr(dataset_type, 'METAINFO', {}).get('classes')
+    if args.img_dir:
+        return ImageFolderDataset(data_prefix=dict(img_path=args.img_dir, seg_map_path=''),
+                                  pipeline=pipeline, recursive=args.recursive,
+                                  metainfo=dict(classes=classes or ('unlabelled', )),
+                                  test_mode=True)
+    if source is None:
+        raise ERFUsageError(f'{cfg.filename} has no test_dataloader.dataset; pass --img-dir '
+                         f'with a folder of images')
+    source = source.copy()
+    source['pipeline'] = pipeline
+    try:
+        return DATASETS.build(source)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"the config's test dataset is not on disk ({error}); "
+                                f"pass --img-dir with a folder of images") from None
+
+
+def summary_table(result: ERFResult) -> str:
+    head = ['target', 'area@0.2', 'area@0.3', 'area@0.5', 'area@0.99', 'eff.radius',
+            'centre of mass']
+    rows = []
+    for target, m in result.metrics.items():
+        ratios = [m['area_ratio'][t] for t in ('0.2', '0.3', '0.5', '0.99')]
+        com = m['center_of_mass']
+        rows.append([target] + [f'{r:.4f}' if r is not None else '-' for r in ratios] +
+                    [f'{m["effective_radius"]:.1f}' if m['effective_radius'] is not None
+                     else '-',
+                     f'({com[0]:+.1f}, {com[1]:+.1f})' if com[0] is not None else '-'])
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: '  '.join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return '\n'.join([line(head), line(['-' * w for w in widths])] + [line(r) for r in rows])
+
+
+def run(args) -> ERFResult:
+    from mmengine.dataset import DefaultSampler, pseudo_collate
+    from mmengine.dist import get_dist_info, init_dist, is_main_process
+    from mmengine.logging import MMLogger
+    from mmengine.utils import ProgressBar
+
+    from .segmentor import build_segmentor
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config {args.config} does not exist; pass the path of '
+                                f'an mmseg config file')
+    if args.checkpoint and not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist; pass a '
+                                f'.pth file or omit it for random weights')
+    if args.img_dir and not osp.isdir(args.img_dir):
+        raise FileNotFoundError(f'image folder {args.img_dir} does not exist; pass '
+                                f'--img-dir with a folder of images')
+    for name, value in (('--num-images', args.num_images), ('--batch-size', args.batch_size),
+                        ('--input-size', args.input_size)):
+        if value < 1:
+            raise ERFUsageError(f'{name} must be a positive integer, got {value}')
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if args.launcher != 'none':
+        init_dist(args.launcher, backend='nccl' if device.startswith('cuda') else 'gloo')
+        if device == 'cuda':
+            device = f'cuda:{torch.cuda.current_device()}'
+    logger = MMLogger.get_instance('mmseg_erf', log_level='INFO')
+    config_name = osp.splitext(osp.basename(args.config))[0]
+    out_dir = args.out_dir or osp.join('work_dirs', config_name, 'erf')
+
+    model, cfg, report = build_segmentor(args.config, args.checkpoint, device,
+                                         args.cfg_options, args.trust_checkpoint,
+                                         args.allow_partial)
+    if report is None:
+        logger.warning('NO CHECKPOINT: the model has RANDOM initial weights; this is the '
+                       '"before training" ERF, not the ERF of a trained model')
+    elif report.missing_keys or report.unexpected_keys or report.shape_mismatches:
+        logger.warning(f'partial load of {args.checkpoint}: {report}')
+    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
+    dataset = _dataset(cfg, args)
+    rank, world = get_dist_info()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+        sampler=DefaultSampler(dataset, shuffle=False, round_up=True),
+        collate_fn=pseudo_collate, persistent_workers=False)
+    total = min(args.num_images, len(dataset))
+    logger.info(f'ERF of {config_name}: targets {" ".join(args.targets)}, {total} images '
+                f'at {args.input_size}x{args.input_size}, batch {args.batch_size}, '
+                f'{world} process(es) on {device}')
+    bar = ProgressBar(total) if is_main_process() else None
+
+    def advance(used):
+        if bar is not None and used:
+            bar.update(min(used * world, total - bar.completed))
+
+    accumulate(model, session, loader, args.input_size, len(dataset), advance)
+    if bar is not None:
+        sys.stdout.write('\n')
+    reduce_session(session)
+    meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint,
+                batch_size=args.batch_size, world_size=world)
+    result = session.result(config_name, meta)
+    if is_main_process():
+        result.write(out_dir)
+        print(f'\n{summary_table(result)}\n')
+        print(f'{result.num_images} images averaged, {result.skipped} skipped; '
+              f'written to {out_dir}')
+    return result
+
+
+def user_errors() -> tuple:
+    from .checkpoint import CheckpointMismatchError, UntrustedCheckpointError
+    return (FileNotFoundError, TargetError, ERFUsageError, NoImagesError, CheckpointMismatchError,
+            UntrustedCheckpointError)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except user_errors() as error:
+        print(f'erf_seg.py: error: {error}', file=sys.stderr)
+        return 2
+    return 0

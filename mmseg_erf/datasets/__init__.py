@@ -1,0 +1,4 @@
+from .image_folder import IMAGE_SUFFIXES, ImageFolderDataset, list_images
+from .transforms import ERFResizeCrop
+
+__all__ = ['ERFResizeCrop', 'IMAGE_SUFFIXES', 'ImageFolderDataset', 'list_images']

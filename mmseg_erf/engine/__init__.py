@@ -1,0 +1,19 @@
+"""The ERF engine: plain torch and numpy, nothing of mmengine or mmseg.
+
+Arrows point inward: the hook, the CLI and the Python API call into this package,
+never the other way round.
+"""
+from .accumulator import ERFAccumulator
+from .geometry import fit_square
+from .gradients import input_gradient_maps, response_index
+from .metrics import (AREA_THRESHOLDS, area_ratio, erf_metrics, replknet_normalize,
+                      vmamba_normalize)
+from .result import ERFResult
+from .session import ERFSession, NoImagesError
+from .targets import FeatureTaps, TargetError
+
+__all__ = [
+    'AREA_THRESHOLDS', 'ERFAccumulator', 'ERFResult', 'ERFSession', 'FeatureTaps', 'NoImagesError',
+    'TargetError', 'area_ratio', 'erf_metrics', 'fit_square', 'input_gradient_maps',
+    'replknet_normalize', 'response_index', 'vmamba_normalize'
+]

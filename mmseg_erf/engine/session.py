@@ -1,0 +1,113 @@
+"""The loop every door shares: batches in, accumulated maps out."""
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .accumulator import ERFAccumulator
+from .gradients import input_gradient_maps
+from .result import ERFResult
+from .targets import FeatureTaps
+
+
+class NoImagesError(RuntimeError):
+    """No image produced a map (none readable, or none below ``num_images``)."""
+
+
+class ERFSession:
+    """Accumulate ERF maps of several targets over batches of model inputs.
+
+    Images are identified by their position in the dataset; only positions below
+    ``num_images`` are used. Positions make a distributed run exact: each rank
+    passes the global positions of its samples, padding repeats of a distributed
+    sampler (positions >= dataset length) are dropped, and the merged sums equal
+    those of one process.
+
+    Args:
+        model (nn.Module): in eval mode.
+        targets (Sequence[str]): target names (see :mod:`.targets`).
+        num_images (int): how many images (positions) to use.
+        point (tuple): relative response point (y, x), default the centre.
+        class_index (int, optional): one class for logit targets.
+    """
+
+    def __init__(self, model: nn.Module, targets: Sequence[str], num_images: int = 50,
+                 point: Sequence[float] = (0.5, 0.5), class_index: Optional[int] = None):
+        if num_images < 1:
+            raise ValueError(f'num_images must be at least 1, got {num_images}')
+        self.model = model
+        self.taps = FeatureTaps(model, targets)
+        self.num_images = num_images
+        self.point = tuple(point)
+        self.class_index = class_index
+        self.accumulator: Optional[ERFAccumulator] = None
+        self.next_position = 0
+        self._unreadable = 0  # skipped before the accumulator (and its names) existed
+
+    @property
+    def done(self) -> bool:
+        return self.next_position >= self.num_images
+
+    def wanted(self, positions: Sequence[int], limit: Optional[int] = None) -> np.ndarray:
+        """Mask of the positions that still count (below ``num_images`` and ``limit``)."""
+        bound = self.num_images if limit is None else min(limit, self.num_images)
+        return np.asarray([0 <= p < bound for p in positions], dtype=bool)
+
+    def skip_unreadable(self, positions: Sequence[int], limit: Optional[int] = None) -> int:
+        """Count images at ``positions`` that could not be read as skipped."""
+        count = int(self.wanted(positions, limit).sum())
+        if positions:
+            self.next_position = max(self.next_position, max(positions) + 1)
+        if self.accumulator is not None:
+            self.accumulator.skipped += count
+        else:
+            self._unreadable += count
+        return count
+
+    def process(self, inputs: torch.Tensor, positions: Optional[Sequence[int]] = None,
+                limit: Optional[int] = None) -> int:
+        """Add the ERF maps of one batch of preprocessed inputs (B, 3, H, W).
+
+        Args:
+            positions: dataset position of each sample; default: consecutive from
+                the last call's end.
+            limit: dataset length, when positions beyond it are padding repeats.
+
+        Returns:
+            int: how many of the batch's images were used (finite or not).
+        """
+        if self.model.training:
+            raise RuntimeError('the model is in training mode: BatchNorm would mix the '
+                               'images of a batch; call model.eval() first')
+        if positions is None:
+            positions = range(self.next_position, self.next_position + inputs.shape[0])
+        positions = list(positions)
+        if len(positions) != inputs.shape[0]:
+            raise ValueError(f'{len(positions)} positions for a batch of {inputs.shape[0]}')
+        keep = self.wanted(positions, limit)
+        if positions:
+            self.next_position = max(self.next_position, max(positions) + 1)
+        if not keep.any():
+            return 0
+        batch = inputs[torch.from_numpy(keep).to(inputs.device)] if not keep.all() else inputs
+        batch = batch.detach().requires_grad_(True)
+        with torch.enable_grad():
+            features = self.taps(batch)
+            maps = input_gradient_maps(features, batch, self.point, self.class_index)
+        if self.accumulator is None:
+            self.accumulator = ERFAccumulator(self.taps.names, batch.shape[-2:])
+            self.accumulator.skipped, self._unreadable = self._unreadable, 0
+        self.accumulator.add({n: m.numpy() for n, m in maps.items()})
+        return int(keep.sum())
+
+    def result(self, model_name: str = '', meta: Optional[Dict] = None) -> ERFResult:
+        if self.accumulator is None:
+            raise NoImagesError(f'no usable image: {self._unreadable} could not be read '
+                                f'and none other was given')
+        acc = self.accumulator
+        info = {'point': list(self.point), 'class_index': self.class_index}
+        info.update(meta or {})
+        return ERFResult(maps={n: acc.mean(n) for n in acc.names}, num_images=acc.count,
+                         skipped=acc.skipped, input_size=acc.shape, model_name=model_name,
+                         meta=info)

@@ -1,0 +1,3 @@
+from .erf_hook import ERFHook
+
+__all__ = ['ERFHook']

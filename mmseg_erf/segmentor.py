@@ -1,0 +1,159 @@
+"""What the doors need to know about mmseg segmentors, configs and data batches."""
+import copy
+import os.path as osp
+from typing import List, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+from .engine.geometry import fit_square
+from .errors import ERFUsageError
+
+RESIZE_STEPS = ('Resize', 'RandomResize', 'RandomChoiceResize', 'ResizeShortestEdge',
+                'ResizeToMultiple', 'ERFResizeCrop')
+LABEL_STEPS = ('LoadAnnotations', 'LoadDepthAnnotation')
+DEFAULT_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare segmentor inside a DDP/FSDP wrapper."""
+    return model.module if is_model_wrapper(model) else model
+
+
+def batch_inputs(model: nn.Module, data_batch: dict, input_size: int) -> torch.Tensor:
+    """The normalised (B, 3, S, S) tensor the segmentor consumes for one data batch.
+
+    Each image is brought to ``S x S`` first (identity when it already is), then
+    the segmentor's own ``data_preprocessor`` converts colour order, normalises
+    and moves it to the model's device, exactly as in ``test_step``.
+    """
+    from mmseg.structures import SegDataSample
+    inputs = data_batch['inputs']
+    images = list(inputs) if isinstance(inputs, (list, tuple, torch.Tensor)) else [inputs]
+    images = [fit_square(img, input_size) for img in images]
+    # fresh samples: the preprocessor writes padding info into them, and the
+    # batch's own samples belong to the evaluator
+    samples = [SegDataSample() for _ in images]
+    data = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
+    # a test_cfg size_divisor may pad bottom/right; the ERF is defined on S x S
+    return data['inputs'][..., :input_size, :input_size]
+
+
+def erf_pipeline(pipeline: Optional[Sequence[dict]], input_size: int,
+                 keep_labels: bool = False) -> List[dict]:
+    """A config's test pipeline with its resize steps replaced by ``ERFResizeCrop``.
+
+    Every other step (loading, custom transforms, packing) is kept, so the model
+    sees what the config's pipeline produces, at the fixed ERF geometry.
+    """
+    steps = [copy.deepcopy(dict(t)) for t in (pipeline or DEFAULT_PIPELINE)]
+    if any(t.get('type') in ('TestTimeAug', 'mmseg.TestTimeAug') for t in steps):
+        raise ERFUsageError('the test pipeline uses TestTimeAug; an ERF needs one fixed '
+                         'geometry: pass a pipeline without test-time augmentation')
+    out, placed = [], False
+    for step in steps:
+        kind = str(step.get('type', '')).split('.')[-1]
+        if kind in RESIZE_STEPS:
+            if not placed:
+                out.append(dict(type='ERFResizeCrop', size=input_size))
+                placed = True
+            continue
+        if kind in LABEL_STEPS and not keep_labels:
+            continue
+        if kind == 'PackSegInputs' and not placed:
+            out.append(dict(type='ERFResizeCrop', size=input_size))
+            placed = True
+        out.append(step)
+    if not placed:
+        raise ERFUsageError('the test pipeline has no PackSegInputs step; cannot place the '
+                         'ERF resize: pass an mmseg test pipeline')
+    return out
+
+
+def config_pipeline(cfg: Config) -> Optional[List[dict]]:
+    """The test (else val) dataset pipeline of a config, if it has one."""
+    for key in ('test_dataloader', 'val_dataloader'):
+        loader = cfg.get(key)
+        if loader and loader.get('dataset') and loader['dataset'].get('pipeline'):
+            return list(loader['dataset']['pipeline'])
+    return cfg.get('test_pipeline')
+
+
+def disable_pretrained(node) -> None:
+    """Switch off every pretrained download of a model config, in place.
+
+    mmseg configs fetch backbone weights through ``pretrained=...`` or
+    ``init_cfg=dict(type='Pretrained', ...)``; with no internet (and for
+    "before training" ERFs) those must not run.
+    """
+    if isinstance(node, dict):
+        if 'pretrained' in node:
+            node['pretrained'] = None
+        init_cfg = node.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            node['init_cfg'] = None
+        elif isinstance(init_cfg, list):
+            node['init_cfg'] = [c for c in init_cfg
+                                if not (isinstance(c, dict) and c.get('type') == 'Pretrained')]
+        for value in node.values():
+            disable_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            disable_pretrained(value)
+
+
+def load_config(config, cfg_options: Optional[dict] = None) -> Config:
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        if not osp.isfile(str(config)):
+            raise FileNotFoundError(f'config {config} does not exist; pass the path of an '
+                                    f'mmseg config file')
+        cfg = Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _quiet_init_weights(model: nn.Module) -> None:
+    """``init_weights`` without mmengine's one log record per parameter."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
+def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
+                    cfg_options: Optional[dict] = None, trust_checkpoint: bool = False,
+                    allow_partial: bool = False):
+    """Build the segmentor of an mmseg config, in eval mode, with optional weights.
+
+    Without a checkpoint the weights are mmseg's random initialisation (pretrained
+    downloads switched off): the "before training" ERF.
+
+    Returns:
+        tuple: ``(model, cfg, load_report or None)``.
+    """
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    cfg = load_config(config, cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    disable_pretrained(cfg.model)
+    cfg.model.train_cfg = None
+    model = MODELS.build(cfg.model)
+    report = None
+    if checkpoint:
+        from .checkpoint import load_model_weights
+        report = load_model_weights(model, checkpoint, strict=not allow_partial,
+                                    trust=trust_checkpoint)
+    else:
+        _quiet_init_weights(model)
+    model.cfg = cfg
+    return model.to(device).eval(), cfg, report

@@ -1,0 +1,32 @@
+"""mmseg-erf: effective receptive fields for MMSegmentation models."""
+from setuptools import find_packages, setup
+
+# torch is deliberately absent: like mmcv and mmsegmentation we leave the choice of
+# build (CPU or a CUDA version) to the user; tools/setup_env.sh installs a CPU build
+# only when no torch is present.
+install_requires = [
+    'mmsegmentation==1.2.2',
+    'mmengine>=0.10.0,<0.11',
+    # 2.2.0 is refused by mmseg 1.2.2's version check; mmcv-lite lacks mmcv._ext.
+    'mmcv>=2.0.0rc4,<2.2.0',
+    'numpy>=1.23',
+    'matplotlib>=3.5',
+    # mmseg.utils imports these at import time of mmseg.models (its CLIP tokenizer).
+    'ftfy',
+    'regex',
+]
+
+setup(
+    name='mmseg_erf',
+    version='0.1.0',
+    description='Effective receptive fields for MMSegmentation models',
+    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['mmseg_erf', 'mmseg_erf.*']),
+    python_requires='>=3.8',
+    install_requires=install_requires,
+    extras_require={
+        'tests': ['pytest>=7', 'tensorboard'],
+    },
+    license='Apache-2.0',
+)
