@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out-dir', help='default: work_dirs/<config name>/erf')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:1...; default cuda when available')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the random initial weights (identical on every rank)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load the checkpoint with full pickle (only for files '
                              'from a source you trust)')
@@ -101,9 +103,23 @@ def summary_table(result: ERFResult) -> str:
     return '\n'.join([line(head), line(['-' * w for w in widths])] + [line(r) for r in rows])
 
 
+def _init_distributed(launcher: str, device: str) -> str:
+    """Join the process group; returns this rank's device."""
+    from mmengine.dist import init_dist
+    if device.startswith('cuda'):
+        init_dist(launcher, backend='nccl')
+        return f'cuda:{torch.cuda.current_device()}'
+    # mmengine's init_dist always selects a CUDA device; on CPU join gloo directly
+    if launcher != 'pytorch':
+        raise ERFUsageError(f'--launcher {launcher} needs CUDA; on the CPU use torchrun '
+                            f'(--launcher pytorch)')
+    torch.distributed.init_process_group(backend='gloo')
+    return device
+
+
 def run(args) -> ERFResult:
     from mmengine.dataset import DefaultSampler, pseudo_collate
-    from mmengine.dist import get_dist_info, init_dist, is_main_process
+    from mmengine.dist import get_dist_info, is_main_process
     from mmengine.logging import MMLogger
     from mmengine.utils import ProgressBar
 
@@ -123,13 +139,13 @@ def run(args) -> ERFResult:
             raise ERFUsageError(f'{name} must be a positive integer, got {value}')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if args.launcher != 'none':
-        init_dist(args.launcher, backend='nccl' if device.startswith('cuda') else 'gloo')
-        if device == 'cuda':
-            device = f'cuda:{torch.cuda.current_device()}'
+        device = _init_distributed(args.launcher, device)
     logger = MMLogger.get_instance('mmseg_erf', log_level='INFO')
     config_name = osp.splitext(osp.basename(args.config))[0]
     out_dir = args.out_dir or osp.join('work_dirs', config_name, 'erf')
 
+    from mmengine.runner import set_random_seed
+    set_random_seed(args.seed)
     model, cfg, report = build_segmentor(args.config, args.checkpoint, device,
                                          args.cfg_options, args.trust_checkpoint,
                                          args.allow_partial)
@@ -159,7 +175,7 @@ def run(args) -> ERFResult:
     if bar is not None:
         sys.stdout.write('\n')
     reduce_session(session)
-    meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint,
+    meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,
                 batch_size=args.batch_size, world_size=world)
     result = session.result(config_name, meta)
     if is_main_process():
