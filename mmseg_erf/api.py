@@ -85,9 +85,14 @@ def feed_batch(model: nn.Module, session: ERFSession, batch: dict, input_size: i
 
 def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
                input_size: int, dataset_length: Optional[int] = None,
-               on_batch: Optional[Callable[[int], None]] = None) -> None:
-    """Feed this rank's data batches through the session until it needs no more."""
-    seen = 0
+               on_batch: Optional[Callable[[int, int], None]] = None, start: int = 0) -> None:
+    """Feed this rank's data batches through the session until it needs no more.
+
+    Args:
+        start: samples of this rank consumed before ``batches`` (a resumed run).
+        on_batch: called as ``on_batch(images used, samples consumed)``.
+    """
+    seen = start
     for batch in batches:
         if rank_positions(seen, 1)[0] >= min(session.num_images,
                                              dataset_length or session.num_images):
@@ -95,7 +100,7 @@ def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
         used = feed_batch(model, session, batch, input_size, seen, dataset_length)
         seen += len(batch['inputs'])
         if on_batch is not None:
-            on_batch(used)
+            on_batch(used, seen)
 
 
 def reduce_session(session: ERFSession) -> None:

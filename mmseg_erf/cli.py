@@ -10,6 +10,8 @@ from mmengine.config import DictAction
 from .api import DEFAULT_TARGETS, accumulate, reduce_session
 from .engine import ERFResult, ERFSession, NoImagesError, TargetError
 from .errors import ERFUsageError
+from .run_state import RunState
+from .segmentor import check_input_size
 
 
 
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out-dir', help='default: work_dirs/<config name>/erf')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:1...; default cuda when available')
+    parser.add_argument('--save-every', type=int, default=10, metavar='N',
+                        help='save the running sums every N images (0: never)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue an interrupted run in --out-dir')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the random initial weights (identical on every rank)')
     parser.add_argument('--trust-checkpoint', action='store_true',
@@ -155,23 +161,43 @@ def run(args) -> ERFResult:
     elif report.missing_keys or report.unexpected_keys or report.shape_mismatches:
         logger.warning(f'partial load of {args.checkpoint}: {report}')
     session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
+    check_input_size(session.taps, args.input_size, device)
     dataset = _dataset(cfg, args)
     rank, world = get_dist_info()
+    state = RunState(out_dir, _fingerprint(args, world), rank)
+    seen = _resume(state, session, logger) if args.resume else 0
+    sampler = list(DefaultSampler(dataset, shuffle=False, round_up=True))[seen:]
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-        sampler=DefaultSampler(dataset, shuffle=False, round_up=True),
+        dataset, batch_size=args.batch_size, num_workers=args.num_workers, sampler=sampler,
         collate_fn=pseudo_collate, persistent_workers=False)
     total = min(args.num_images, len(dataset))
     logger.info(f'ERF of {config_name}: targets {" ".join(args.targets)}, {total} images '
                 f'at {args.input_size}x{args.input_size}, batch {args.batch_size}, '
                 f'{world} process(es) on {device}')
     bar = ProgressBar(total) if is_main_process() else None
+    if bar is not None and seen:
+        bar.update(min(seen * world, total))
+    progress = dict(consumed=seen, saved=seen)
 
-    def advance(used):
+    def after_batch(used, consumed):
+        progress['consumed'] = consumed
         if bar is not None and used:
             bar.update(min(used * world, total - bar.completed))
+        if args.save_every and consumed - progress['saved'] >= args.save_every:
+            state.save(session, consumed)
+            progress['saved'] = consumed
 
-    accumulate(model, session, loader, args.input_size, len(dataset), advance)
+    try:
+        accumulate(model, session, loader, args.input_size, len(dataset), after_batch, seen)
+    except KeyboardInterrupt:
+        state.save(session, progress['consumed'])
+        if world == 1 and session.accumulator is not None:
+            partial = session.result(config_name, dict(partial=True))
+            partial.write(out_dir)
+        print(f'\ninterrupted: the sums of {progress["consumed"]} samples are saved in {out_dir}'
+              f'{" (metrics.json: partial)" if world == 1 else ""}; continue with --resume',
+              file=sys.stderr)
+        raise
     if bar is not None:
         sys.stdout.write('\n')
     reduce_session(session)
@@ -183,13 +209,33 @@ def run(args) -> ERFResult:
         print(f'\n{summary_table(result)}\n')
         print(f'{result.num_images} images averaged, {result.skipped} skipped; '
               f'written to {out_dir}')
+    state.clear()
     return result
+
+
+def _fingerprint(args, world: int) -> dict:
+    """What shapes the maps; a resumed run must match it."""
+    return dict(config=osp.abspath(args.config), checkpoint=args.checkpoint,
+                img_dir=args.img_dir, targets=list(args.targets), input_size=args.input_size,
+                num_images=args.num_images, point=list(args.point),
+                class_index=args.class_index, seed=args.seed, world_size=world,
+                cfg_options=args.cfg_options)
+
+
+def _resume(state: RunState, session: ERFSession, logger) -> int:
+    if not state.exists():
+        logger.warning(f'--resume: no saved state at {state.path}; starting from the first '
+                       f'image')
+        return 0
+    seen = state.restore(session)
+    logger.info(f'resuming from {state.path}: {seen} samples of this process done')
+    return seen
 
 
 def user_errors() -> tuple:
     from .checkpoint import CheckpointMismatchError, UntrustedCheckpointError
-    return (FileNotFoundError, TargetError, ERFUsageError, NoImagesError, CheckpointMismatchError,
-            UntrustedCheckpointError)
+    return (FileNotFoundError, TargetError, ERFUsageError, NoImagesError,
+            CheckpointMismatchError, UntrustedCheckpointError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -199,4 +245,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except user_errors() as error:
         print(f'erf_seg.py: error: {error}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -41,6 +41,39 @@ def batch_inputs(model: nn.Module, data_batch: dict, input_size: int) -> torch.T
     return data['inputs'][..., :input_size, :input_size]
 
 
+def check_input_size(taps, input_size: int, device='cpu', search: int = 6) -> None:
+    """Reject an input size the model cannot take, naming the nearest that work.
+
+    One forward of a blank image (no gradients, only as deep as the targets) is
+    the cheapest honest test: stride, window and patch constraints differ
+    between models and are not declared anywhere.
+
+    Raises:
+        ERFUsageError: with the nearest working sizes among multiples of 32.
+    """
+    def works(size: int) -> bool:
+        try:
+            with torch.no_grad():
+                taps(torch.zeros(1, 3, size, size, device=device))
+            return True
+        except (RuntimeError, AssertionError, ValueError) as error:
+            from .engine import TargetError
+            if isinstance(error, TargetError):
+                raise
+            return False
+
+    if works(input_size):
+        return
+    below = [s for s in range(input_size // 32 * 32, 0, -32) if s != input_size][:search]
+    above = [s for s in range((input_size // 32 + 1) * 32, input_size + 32 * search + 1, 32)]
+    lower = next((s for s in below if works(s)), None)
+    upper = next((s for s in above if works(s)), None)
+    near = ' or '.join(str(s) for s in (lower, upper) if s is not None)
+    raise ERFUsageError(f'the model cannot take a {input_size}x{input_size} input'
+                        + (f'; use --input-size {near}' if near else
+                           '; no multiple of 32 nearby works either: check the model'))
+
+
 def erf_pipeline(pipeline: Optional[Sequence[dict]], input_size: int,
                  keep_labels: bool = False) -> List[dict]:
     """A config's test pipeline with its resize steps replaced by ``ERFResizeCrop``.
