@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 import mmseg_erf  # noqa: F401
 from mmseg_erf import compute_erf
 
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 
 
 def hook_cfg(tmp_path, voc_tree, **hook):
@@ -108,3 +108,22 @@ def test_mmseg_own_train_and_test_tools(tmp_path, voc_tree):
     assert test.returncode == 0, test.stderr[-3000:]
     info = json.loads((work / 'erf' / 'test' / 'metrics.json').read_text())
     assert info['num_images'] == 2 and 'backbone.3' in info['targets']
+    # our CLI loads the same runner-written checkpoint, strictly, without full pickle trust
+    cli = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'),
+                          str(config), str(checkpoint), '--img-dir',
+                          os.path.join(voc_tree, 'images', 'val'), '--num-images', '2', '--input-size',
+                          '64', '--num-workers', '0', '--out-dir', str(tmp_path / 'cli')],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert 'RANDOM' not in cli.stdout + cli.stderr
+    # the trained weights: the same maps as a model loaded by mmengine's own
+    # load_checkpoint (through the loader mmseg_erf installs), fed the same pipeline
+    from mmengine.runner import load_checkpoint
+
+    from mmseg_erf.segmentor import build_segmentor
+    model = build_segmentor(str(config))[0]
+    load_checkpoint(model, str(checkpoint), map_location='cpu', strict=True)
+    val_images = os.path.join(voc_tree, 'images', 'val')
+    api = compute_erf(model, val_images, ['backbone.3'], num_images=2, input_size=64)
+    np.testing.assert_allclose(np.load(tmp_path / 'cli' / 'erf_backbone.3.npy'),
+                               api.maps['backbone.3'], rtol=1e-5)

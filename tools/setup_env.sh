@@ -26,12 +26,20 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python_bin" -m venv "$venv"
 fi
 py="$venv/bin/python"
-pip_install() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
+# This machine's pip config names extra indexes that may not exist; pip warns once per
+# package about them. Keep the log readable, keep pip's exit status.
+# (pipefail is on: the pipeline fails when pip fails, whatever grep does)
+quiet_pip() {
+    "$py" -m pip --disable-pip-version-check "$@" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+pip_install() { quiet_pip install -q "$@"; }
 
 # ---- fast path: everything importable and this package installed from this repo --
 ready_check='
-import importlib.metadata as md, mmcv, mmcv.ops, mmengine, mmseg, torch, mmseg_erf
+import os, mmcv, mmcv.ops, mmengine, mmseg, torch, mmseg_erf
 assert mmcv.__version__ == "'"$MMCV_VERSION"'", mmcv.__version__
+assert os.path.dirname(os.path.dirname(mmseg_erf.__file__)) == "'"$repo"'", mmseg_erf.__file__
 '
 stamp="$venv/.mmseg_erf_setup"
 fingerprint=$(cat "$repo/setup.py" "$repo/tools/setup_env.sh" | cksum)
@@ -59,8 +67,7 @@ if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
         build_dir=$(mktemp -d)
         trap 'rm -rf "$build_dir"' EXIT
         MMCV_WITH_OPS=1 FORCE_CUDA=${FORCE_CUDA:-0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-            "$py" -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps \
-            -w "$build_dir" "mmcv==$MMCV_VERSION"
+            quiet_pip wheel --no-build-isolation --no-deps -w "$build_dir" "mmcv==$MMCV_VERSION"
         mkdir -p "$cache"
         built=$(ls "$build_dir"/mmcv-*.whl)
         # copy then rename, so an interrupted build never leaves a half wheel in the cache
