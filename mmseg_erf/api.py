@@ -32,7 +32,12 @@ class _PathDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        return self.pipeline(dict(img_path=self.paths[index], seg_fields=[]))
+        from .datasets import unreadable_placeholder
+        path = self.paths[index]
+        try:
+            return self.pipeline(dict(img_path=path, seg_fields=[]))
+        except Exception:
+            return unreadable_placeholder(path)
 
 
 def image_dataset(images: Union[str, Sequence[str]], pipeline, recursive: bool = False):
@@ -126,7 +131,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
                 point: Sequence[float] = (0.5, 0.5), class_index: Optional[int] = None,
                 recursive: bool = False, num_workers: int = 0,
                 trust_checkpoint: bool = False, allow_partial: bool = False,
-                model_name: Optional[str] = None) -> ERFResult:
+                seed: int = 0, model_name: Optional[str] = None) -> ERFResult:
     """Effective receptive fields of a segmentor.
 
     Args:
@@ -142,6 +147,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         input_size: side S of the square input.
         batch_size: images per forward pass.
         point, class_index: response point (relative y, x) and logit class.
+        seed: seed of the random initial weights when a config has no checkpoint.
 
     Returns:
         ERFResult: ``.maps``, ``.num_images``, ``.skipped``, ``.metrics``.
@@ -150,7 +156,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         model_name = model_name or osp.splitext(osp.basename(str(model)))[0]
         model, _, _ = build_segmentor(str(model), checkpoint, device or 'cpu',
                                       trust_checkpoint=trust_checkpoint,
-                                      allow_partial=allow_partial)
+                                      allow_partial=allow_partial, seed=seed)
     elif checkpoint:
         raise ERFUsageError('checkpoint is only used with a config path; load weights into a '
                          'built model yourself (mmseg_erf.checkpoint.load_model_weights)')

@@ -150,11 +150,9 @@ def run(args) -> ERFResult:
     config_name = osp.splitext(osp.basename(args.config))[0]
     out_dir = args.out_dir or osp.join('work_dirs', config_name, 'erf')
 
-    from mmengine.runner import set_random_seed
-    set_random_seed(args.seed)
     model, cfg, report = build_segmentor(args.config, args.checkpoint, device,
                                          args.cfg_options, args.trust_checkpoint,
-                                         args.allow_partial)
+                                         args.allow_partial, args.seed)
     if report is None:
         logger.warning('NO CHECKPOINT: the model has RANDOM initial weights; this is the '
                        '"before training" ERF, not the ERF of a trained model')

@@ -164,11 +164,13 @@ def _quiet_init_weights(model: nn.Module) -> None:
 
 def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                     cfg_options: Optional[dict] = None, trust_checkpoint: bool = False,
-                    allow_partial: bool = False):
+                    allow_partial: bool = False, seed: int = 0):
     """Build the segmentor of an mmseg config, in eval mode, with optional weights.
 
     Without a checkpoint the weights are mmseg's random initialisation (pretrained
-    downloads switched off): the "before training" ERF.
+    downloads switched off): the "before training" ERF, reproducible through
+    ``seed`` (drawn from a forked RNG: the caller's random state is untouched),
+    and identical on every process of a distributed run.
 
     Returns:
         tuple: ``(model, cfg, load_report or None)``.
@@ -180,13 +182,15 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     disable_pretrained(cfg.model)
     cfg.model.train_cfg = None
-    model = MODELS.build(cfg.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODELS.build(cfg.model)
+        if not checkpoint:
+            _quiet_init_weights(model)
     report = None
     if checkpoint:
         from .checkpoint import load_model_weights
         report = load_model_weights(model, checkpoint, strict=not allow_partial,
                                     trust=trust_checkpoint)
-    else:
-        _quiet_init_weights(model)
     model.cfg = cfg
     return model.to(device).eval(), cfg, report

@@ -38,6 +38,10 @@ def test_broken_files_skipped_odd_formats_used(messy_folder):
     # used: rgb, grey, rgba, 16-bit; skipped: empty, text, truncated
     assert (result.num_images, result.skipped) == (4, 3)
     assert np.isfinite(result.maps['backbone.1']).all()
+    paths = sorted(os.path.join(messy_folder, f) for f in os.listdir(messy_folder))
+    as_list = compute_erf(TINY_CONFIG, paths, ['backbone.1'], num_images=10, input_size=32)
+    assert (as_list.num_images, as_list.skipped) == (4, 3)
+    np.testing.assert_allclose(as_list.maps['backbone.1'], result.maps['backbone.1'])
 
 
 def run_cli(*args):

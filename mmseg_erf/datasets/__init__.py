@@ -1,4 +1,8 @@
-from .image_folder import IMAGE_SUFFIXES, ImageFolderDataset, list_images
+from .image_folder import (IMAGE_SUFFIXES, ImageFolderDataset, list_images,
+                           unreadable_placeholder)
 from .transforms import ERFResizeCrop
 
-__all__ = ['ERFResizeCrop', 'IMAGE_SUFFIXES', 'ImageFolderDataset', 'list_images']
+__all__ = [
+    'ERFResizeCrop', 'IMAGE_SUFFIXES', 'ImageFolderDataset', 'list_images',
+    'unreadable_placeholder'
+]

@@ -99,13 +99,7 @@ class ImageFolderDataset(BaseSegDataset):
         try:
             return super().prepare_data(idx)
         except Exception:
-            path = self.get_data_info(idx)['img_path']
-            if _decodes(path):
-                raise
-            from mmseg.structures import SegDataSample
-            print_log(f'ImageFolderDataset: skipping {path}: not a readable image',
-                      logger='current', level=logging.WARNING)
-            return dict(inputs=None, data_samples=SegDataSample(metainfo=dict(img_path=path)))
+            return unreadable_placeholder(self.get_data_info(idx)['img_path'])
 
     def load_data_list(self) -> List[dict]:
         img_dir = self.data_prefix['img_path']
@@ -135,6 +129,21 @@ class ImageFolderDataset(BaseSegDataset):
         print_log(f'ImageFolderDataset: {len(data_list)} images in {img_dir}'
                   f'{" with labels" if label_dir else " (no labels)"}', logger='current')
         return data_list
+
+
+def unreadable_placeholder(path: str) -> dict:
+    """Call while handling a pipeline error for ``path``.
+
+    Re-raises the error when the file decodes (the pipeline itself failed);
+    otherwise warns once and returns a sample with ``inputs=None`` and the keys
+    of a packed sample, which the ERF loop counts as skipped.
+    """
+    if _decodes(path):
+        raise  # noqa: PLE0704  (re-raises the error being handled by the caller)
+    from mmseg.structures import SegDataSample
+    print_log(f'skipping {path}: not a readable image', logger='current',
+              level=logging.WARNING)
+    return dict(inputs=None, data_samples=SegDataSample(metainfo=dict(img_path=path)))
 
 
 def _decodes(path: str) -> bool:
