@@ -9,6 +9,10 @@ install_requires = [
     'mmengine>=0.10.0,<0.11',
     # 2.2.0 is refused by mmseg 1.2.2's version check; mmcv-lite lacks mmcv._ext.
     'mmcv>=2.0.0rc4,<2.2.0',
+    # mmengine 0.10 resolves `mmseg::` config paths with pkg_resources, which
+    # setuptools removed in later releases (84 has none); 69.x also builds mmcv 2.1.0.
+    'setuptools<70',
+    # numpy 2 works across this stack (training, checkpoints, safe loading: tested).
     'numpy>=1.23',
     'matplotlib>=3.5',
     # mmseg.utils imports these at import time of mmseg.models (its CLIP tokenizer).

@@ -56,6 +56,9 @@ fi
 torch_tag=$("$py" -c 'import sys, torch; print(f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")')
 say "using $torch_tag"
 
+# mmcv's setup.py and mmengine's `mmseg::` config paths both import pkg_resources
+pip_install 'setuptools<70'
+
 # ---- 3. mmcv with compiled ops, built once per torch build and cached -----------
 if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
     cache="$wheel_root/$torch_tag"
@@ -63,7 +66,7 @@ if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
     if [ -z "$wheel" ]; then
         say "building mmcv $MMCV_VERSION with ops from source (once; about 6 minutes on 2 cores)"
         # mmcv's setup.py imports pkg_resources (setuptools<70) and torch (no build isolation).
-        pip_install 'setuptools<70' wheel ninja
+        pip_install wheel ninja
         build_dir=$(mktemp -d)
         trap 'rm -rf "$build_dir"' EXIT
         MMCV_WITH_OPS=1 FORCE_CUDA=${FORCE_CUDA:-0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \

@@ -1,0 +1,257 @@
+"""Figures of :mod:`mmseg_erf.compare`: heatmap grid, contour overlay, evolution.
+
+Layouts are fixed in inches (no tight_layout, no tight bounding box), so a figure
+of R runs x C targets is exactly :func:`grid_size_inches` at the given dpi, and
+panels stay square and the same size whatever the labels.
+"""
+import textwrap
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from matplotlib import patheffects
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from .engine.plotting import CMAP, normalize
+
+PANEL = 2.4       # side of one map panel
+COL_GAP = 0.15    # between columns
+ROW_TEXT = 0.45   # below each panel: the line of metrics
+TITLE = 0.25      # above each evolution panel: its iteration
+LEFT = 0.75       # row labels
+TOP = 0.75        # title and column titles
+RIGHT = 0.95      # colour bar and its label
+BOTTOM = 0.15
+LEGEND = 0.4      # extra bottom margin of the overlay legend
+PLOT = 2.4        # height of the evolution's line plot
+PLOT_MIN_WIDTH = 4.5
+PLOT_TOP = 0.4    # above the line plot: its title
+PLOT_BOTTOM = 0.6  # below it: the x label
+EVOLUTION_COLS = 6
+
+# RepLKNet's and VMamba's display transforms before division by the maximum
+# (as in engine.metrics); needed raw for one maximum shared by all panels
+_TRANSFORMS = {'replknet': lambda m: np.log10(m + 1), 'vmamba': lambda m: np.power(m, 0.2)}
+_SCALE_NAMES = {'replknet': 'log10(x+1)', 'vmamba': 'x^0.2'}
+SQUARE_COLOURS = {'0.2': '#ffe119', '0.5': '#f58231', '0.99': '#e6194b'}
+LEVEL_COLOURS = {0.25: '#42d4f4', 0.5: '#3cb44b', 0.75: '#ffffff'}
+THRESHOLD_COLOURS = {'0.2': '#4363d8', '0.3': '#3cb44b', '0.5': '#f58231', '0.99': '#e6194b'}
+_STROKE = [patheffects.withStroke(linewidth=3, foreground='black')]
+
+
+def grid_size_inches(rows: int, cols: int, legend: bool = False) -> Tuple[float, float]:
+    """(width, height) of a grid figure of ``rows`` x ``cols`` panels."""
+    width = LEFT + cols * (PANEL + COL_GAP) - COL_GAP + RIGHT
+    height = TOP + rows * (PANEL + ROW_TEXT) + BOTTOM + (LEGEND if legend else 0.0)
+    return width, height
+
+
+def display_maps(maps: Sequence[np.ndarray], normalization: str,
+                 scale: str) -> List[np.ndarray]:
+    """Maps in [0, 1]: each over its own max ('per-panel') or over the max of all ('shared')."""
+    if scale == 'per-panel':
+        return [normalize(m, normalization) for m in maps]
+    raw = [_TRANSFORMS[normalization](np.asarray(m, dtype=np.float64)) for m in maps]
+    peak = max(float(r.max()) for r in raw)
+    return [r / peak if peak > 0 else r for r in raw]
+
+
+def save(fig: Figure, out: str, dpi: int) -> None:
+    # no bbox_inches='tight': it would change the size the layout promises
+    fig.savefig(out, dpi=dpi, facecolor='white')
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _axes(fig: Figure, left: float, top: float, width: float, height: float):
+    """Axes placed in inches from the figure's top-left corner."""
+    fig_w, fig_h = fig.get_size_inches()
+    return fig.add_axes([left / fig_w, 1 - (top + height) / fig_h, width / fig_w,
+                         height / fig_h])
+
+
+def _panel(fig: Figure, row: int, col: int, titled: bool = False):
+    """The map axes at ``(row, col)``; ``titled`` rows leave room for a title on each panel."""
+    step = PANEL + ROW_TEXT + (TITLE if titled else 0.0)
+    ax = _axes(fig, LEFT + col * (PANEL + COL_GAP), TOP + row * step, PANEL, PANEL)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def _wrap(text: str, width: int = 30) -> str:
+    return '\n'.join(textwrap.wrap(text, width)) or text
+
+
+def _metrics_line(metrics: Dict) -> str:
+    def ratio(t):
+        value = metrics['area_ratio'].get(t)
+        return '-' if value is None else f'{value:.3f}'
+    radius = metrics.get('effective_radius')
+    radius = '-' if radius is None else f'{radius:.1f}px'
+    return f'area@0.5 {ratio("0.5")}  @0.99 {ratio("0.99")}\neff. radius {radius}'
+
+
+def _row_label(run) -> str:
+    size = 'x'.join(str(s) for s in run.result.input_size)
+    if run.resampled_from:
+        size += ' (resampled from ' + 'x'.join(str(s) for s in run.resampled_from) + ')'
+    return f'{_wrap(run.label)}\nN={run.result.num_images}, {size}'
+
+
+def _colour_bar(fig: Figure, image, rows: int, cols: int, label: str) -> None:
+    left = LEFT + cols * (PANEL + COL_GAP) - COL_GAP + 0.15
+    height = rows * (PANEL + ROW_TEXT) - ROW_TEXT
+    cax = _axes(fig, left, TOP, 0.15, min(height, 2 * PANEL + ROW_TEXT))
+    bar = fig.colorbar(image, cax=cax)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
+def _scale_label(normalization: str, scale: str) -> str:
+    over = 'its own max' if scale == 'per-panel' else 'the max of all panels'
+    return f'{_SCALE_NAMES[normalization]} / {over}'
+
+
+def grid_figure(runs, targets: Sequence[str], normalization: str, scale: str) -> Figure:
+    """Heatmaps: one row per run, one column per target, one colour bar."""
+    rows, cols = len(runs), len(targets)
+    fig = _new_figure(*grid_size_inches(rows, cols))
+    maps = [run.result.maps[t] for run in runs for t in targets]
+    shown = display_maps(maps, normalization, scale)
+    image = None
+    for k, data in enumerate(shown):
+        row, col = divmod(k, cols)
+        run, target = runs[row], targets[col]
+        ax = _panel(fig, row, col)
+        image = ax.imshow(data, cmap=CMAP, vmin=0.0, vmax=1.0)
+        ax.set_xlabel(_metrics_line(run.result.metrics[target]), fontsize=7)
+        if row == 0:
+            ax.set_title(_wrap(target), fontsize=9)
+        if col == 0:
+            ax.set_ylabel(_row_label(run), fontsize=8)
+    _colour_bar(fig, image, rows, cols, _scale_label(normalization, scale))
+    fig.suptitle(f'Effective receptive fields ({normalization} normalisation, '
+                 f'{scale} scale)', fontsize=10, y=1 - 0.15 / fig.get_size_inches()[1],
+                 va='top')
+    return fig
+
+
+def _draw_squares(ax, metrics: Dict, size: Tuple[int, int]) -> None:
+    cy, cx = size[0] // 2, size[1] // 2
+    for threshold, colour in SQUARE_COLOURS.items():
+        side = metrics['area_side'].get(threshold)
+        if side is None:  # no square inside the map holds that share
+            continue
+        half = side // 2
+        # pixel centres are integers in imshow coordinates: the square's edge is half a pixel out
+        ax.add_patch(Rectangle((cx - half - 0.5, cy - half - 0.5), side, side, fill=False,
+                               edgecolor=colour, linewidth=1.6, path_effects=_STROKE))
+
+
+def _draw_levels(ax, data: np.ndarray) -> None:
+    if not data.max() > data.min():  # a flat map has no iso-line
+        return
+    ax.contour(data, levels=sorted(LEVEL_COLOURS), colors=[LEVEL_COLOURS[k] for k in
+                                                           sorted(LEVEL_COLOURS)],
+               linewidths=1.2, linestyles='dashed')
+
+
+def _overlay_legend(fig: Figure, contours: str) -> None:
+    handles = []
+    if contours in ('squares', 'both'):
+        handles += [Line2D([], [], color=c, lw=1.6, path_effects=_STROKE,
+                           label=f'{float(t):.0%} area square')
+                    for t, c in SQUARE_COLOURS.items()]
+    if contours in ('levels', 'both'):
+        handles += [Line2D([], [], color=c, lw=1.2, ls='--', path_effects=_STROKE,
+                           label=f'level {k:g}') for k, c in LEVEL_COLOURS.items()]
+    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 3),
+               fontsize=7, frameon=False, handlelength=3,
+               bbox_to_anchor=(0.5, BOTTOM / 2 / fig.get_size_inches()[1]))
+
+
+def overlay_figure(runs, targets: Sequence[str], image: np.ndarray, normalization: str,
+                   contours: str) -> Figure:
+    """ERF contours over one image: one panel per run x target, a legend below."""
+    rows, cols = len(runs), len(targets)
+    fig = _new_figure(*grid_size_inches(rows, cols, legend=True))
+    for row, run in enumerate(runs):
+        for col, target in enumerate(targets):
+            ax = _panel(fig, row, col)
+            ax.imshow(image)
+            size = run.result.input_size
+            if contours in ('squares', 'both'):
+                _draw_squares(ax, run.result.metrics[target], size)
+            if contours in ('levels', 'both'):
+                _draw_levels(ax, normalize(run.result.maps[target], normalization))
+            # contours must not widen the view beyond the image
+            ax.set_xlim(-0.5, size[1] - 0.5)
+            ax.set_ylim(size[0] - 0.5, -0.5)
+            ax.set_xlabel(_metrics_line(run.result.metrics[target]), fontsize=7)
+            if row == 0:
+                ax.set_title(_wrap(target), fontsize=9)
+            if col == 0:
+                ax.set_ylabel(_row_label(run), fontsize=8)
+    _overlay_legend(fig, contours)
+    fig.suptitle(f'ERF contours ({normalization} normalisation)', fontsize=10,
+                 y=1 - 0.15 / fig.get_size_inches()[1], va='top')
+    return fig
+
+
+def evolution_figure(runs, iterations: Sequence[int], target: str, normalization: str,
+                     scale: str) -> Figure:
+    """Snapshots of one target in iteration order, then area ratio against iteration."""
+    count = len(runs)
+    cols = min(count, EVOLUTION_COLS)
+    rows = -(-count // cols)
+    grid_w, grid_h = grid_size_inches(rows, cols)
+    grid_h += (rows - 1) * TITLE
+    plot_w = max(grid_w - LEFT - RIGHT, PLOT_MIN_WIDTH)
+    fig = _new_figure(LEFT + plot_w + RIGHT, grid_h + PLOT_TOP + PLOT + PLOT_BOTTOM)
+    shown = display_maps([run.result.maps[target] for run in runs], normalization, scale)
+    image = None
+    for k, (run, data) in enumerate(zip(runs, shown)):
+        row, col = divmod(k, cols)
+        ax = _panel(fig, row, col, titled=True)
+        image = ax.imshow(data, cmap=CMAP, vmin=0.0, vmax=1.0)
+        ax.set_title(run.label, fontsize=9)
+        ax.set_xlabel(_metrics_line(run.result.metrics[target]), fontsize=7)
+    _colour_bar(fig, image, rows, cols, _scale_label(normalization, scale))
+    size = 'x'.join(str(s) for s in runs[0].result.input_size)
+    fig.suptitle(f'ERF of {target} over training ({runs[0].result.model_name or "model"}, '
+                 f'{size}, {normalization} normalisation, {scale} scale)', fontsize=10,
+                 y=1 - 0.15 / fig.get_size_inches()[1], va='top')
+    ax = _axes(fig, LEFT, grid_h + PLOT_TOP, plot_w, PLOT)
+    _area_curves(ax, runs, iterations, target)
+    return fig
+
+
+def _area_curves(ax, runs, iterations: Sequence[int], target: str) -> None:
+    plotted = []
+    for threshold, colour in THRESHOLD_COLOURS.items():
+        values = [run.result.metrics[target]['area_ratio'].get(threshold) for run in runs]
+        # None (no square held that share) is a gap in the line, not a zero
+        ys = np.array([np.nan if v is None else v for v in values], dtype=float)
+        ax.plot(iterations, ys, marker='o', color=colour, label=f'area@{threshold}')
+        plotted.extend(ys[np.isfinite(ys)])
+    # ratios span orders of magnitude (a 20 % square is tiny next to a 99 % one)
+    if plotted:
+        ax.set_yscale('log')
+    span = max(iterations) - min(iterations)
+    gaps = np.diff(sorted(iterations))
+    # every iteration as a tick where the labels do not collide; matplotlib's ticks otherwise
+    if len(iterations) <= 8 and (span == 0 or gaps.min() > 0.06 * span):
+        ax.set_xticks(list(iterations))
+    ax.set_xlabel('iteration', fontsize=8)
+    ax.set_ylabel('area ratio', fontsize=8)
+    ax.set_title(f'high-contribution area ratio of {target}', fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='best')
