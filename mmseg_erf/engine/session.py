@@ -1,5 +1,6 @@
 """The loop every door shares: batches in, accumulated maps out."""
-from typing import Dict, Optional, Sequence
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -9,6 +10,25 @@ from .accumulator import ERFAccumulator
 from .gradients import input_gradient_maps
 from .result import ERFResult
 from .targets import FeatureTaps
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad inside the block, and get it back exactly after.
+
+    An ERF needs gradients with respect to the input only. With weights that
+    require grad, autograd also keeps what weight gradients would need (every
+    ``nn.Linear`` input, for one): a larger graph for nothing. The flags are
+    restored even on error, since the hook runs inside training.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for param in params:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 class NoImagesError(RuntimeError):
@@ -92,7 +112,7 @@ class ERFSession:
             return 0
         batch = inputs[torch.from_numpy(keep).to(inputs.device)] if not keep.all() else inputs
         batch = batch.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), frozen_parameters(self.model):
             features = self.taps(batch)
             maps = input_gradient_maps(features, batch, self.point, self.class_index)
         if self.accumulator is None:

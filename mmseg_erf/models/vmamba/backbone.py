@@ -10,7 +10,7 @@ rather than approximated.
 """
 import os
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn as nn

@@ -36,9 +36,10 @@ class Linear2d(nn.Linear):
     Subclasses :class:`torch.nn.Linear` so that the weight keeps the
     (out_features, in_features) shape of VMamba's checkpoints and gets the
     Linear initialisation of :meth:`MM_VSSM._init_weights`. Computed as a
-    matrix product over channels-last pixels: the result is channels-last
-    (an NCHW view of an NHWC tensor), which the depthwise convolution that
-    follows in SS2D runs about ten times faster on than on NCHW (CPU).
+    matrix product over the pixels of a channels-last view, so activations
+    stay channels-last (NCHW views of NHWC memory), the layout in which the
+    LayerNorms, projections and depthwise convolutions of the network are
+    fastest on CPU.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

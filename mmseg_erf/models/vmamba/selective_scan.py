@@ -98,32 +98,35 @@ def _chunks(length: int, chunk: int, reverse: bool = False):
 
 
 class _SelectiveScanTokensFn(torch.autograd.Function):
-    """u, delta: (Bt, L, K*D); B, C: (Bt, L, K, N); all contiguous, one dtype."""
+    """u, delta: (Bt, L, K*D); B, C: (Bt, L, K, N); contiguous, one dtype."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk):
         bt, length, kd = u.shape
         groups, nstate = B.shape[2], B.shape[3]
         dim = kd // groups
-        if delta_bias is not None:
-            dts = torch.add(delta, delta_bias)
-        else:  # softplus runs in place on the saved step sizes
-            dts = delta.clone() if delta_softplus else delta
+        transform = delta_bias is not None or delta_softplus
+        dts = torch.empty_like(delta) if transform else delta  # step sizes, saved
         out = torch.empty_like(u)
-        states = u.new_empty(bt, length, kd, nstate)
+        # the states are kept for backward only; without grad one chunk's worth is enough
+        keep = any(ctx.needs_input_grad)
+        states = u.new_empty(bt, length if keep else min(chunk, length), kd, nstate)
         last = None
         for sl in _chunks(length, chunk):
             t = sl.stop - sl.start
-            dt = dts[:, sl]
+            dt, h = dts[:, sl], (states[:, sl] if keep else states[:, :t])
+            if delta_bias is not None:
+                torch.add(delta[:, sl], delta_bias, out=dt)
             if delta_softplus:
-                torch._C._nn.softplus(dt, 1, 20, out=dt)
+                torch._C._nn.softplus(dt if delta_bias is not None else delta[:, sl], 1, 20,
+                                      out=dt)
             a = torch.mul(dt[..., None], A).exp_()
-            h = states[:, sl]
             torch.mul((dt * u[:, sl]).view(bt, t, groups, dim, 1), B[:, sl, :, None],
                       out=h.view(bt, t, groups, dim, nstate))
             if last is not None:  # the state carried in from the previous chunk
                 h[:, 0].addcmul_(a[:, 0], last)
             linear_scan(a.view(bt, t, -1), h.view(bt, t, -1), out=h.view(bt, t, -1))
+            last = h[:, -1] if keep else h[:, -1].clone()  # the scratch gets overwritten
             y = out[:, sl].view(bt, t, groups, dim)
             h5 = h.view(bt, t, groups, dim, nstate)
             if nstate == 1:
@@ -132,7 +135,6 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                 torch.sum(h5 * C[:, sl, :, None], -1, out=y)
             if D is not None:
                 out[:, sl].addcmul_(u[:, sl], D)
-            last = h[:, -1]
         ctx.save_for_backward(u, dts, A, B, C, D, states)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
         ctx.has_bias = delta_bias is not None
@@ -208,6 +210,27 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                 ddelta[:, sl] = ddt
         dbias = ddelta.sum((0, 1)) if ctx.has_bias and need[6] else None
         return du, ddelta, dA, dB, dC, dD, dbias, None, None
+
+
+class _SwapLastDims(torch.autograd.Function):
+    """(Bt, X, Y) -> contiguous (Bt, Y, X), one 2D transpose per batch element:
+    PyTorch has a blocked kernel for 2D transposing copies, several times faster
+    than the strided copy of a 3D ``transpose(1, 2).contiguous()``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return _swap_last_dims(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _swap_last_dims(grad)
+
+
+def _swap_last_dims(x: torch.Tensor) -> torch.Tensor:
+    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
+    for b in range(x.shape[0]):
+        out[b].copy_(x[b].t())
+    return out
 
 
 def _auto_chunk(batch: int, channels: int, nstate: int, length: int) -> int:
@@ -316,9 +339,10 @@ def selective_scan(u: torch.Tensor,
                              'selective_scan_cuda_oflex, selective_scan_cuda or mamba_ssm; '
                              'use backend="auto" or "torch"')
         return selective_scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    y = selective_scan_tokens(u.transpose(1, 2), delta.transpose(1, 2), A, B.permute(0, 3, 1, 2),
-                              C.permute(0, 3, 1, 2), D, delta_bias, delta_softplus, chunk_size)
-    return y.transpose(1, 2).contiguous()
+    y = selective_scan_tokens(_SwapLastDims.apply(u), _SwapLastDims.apply(delta), A,
+                              B.permute(0, 3, 1, 2), C.permute(0, 3, 1, 2), D, delta_bias,
+                              delta_softplus, chunk_size)
+    return _SwapLastDims.apply(y)
 
 
 def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
@@ -344,9 +368,11 @@ def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_s
     drive = (delta * u)[:, :, None, :] * B
     h = u.new_zeros(batch, kd, nstate)
     ys = []
-    for t in range(length):
-        h = decay[..., t] * h + drive[..., t]
-        ys.append((h * C[..., t]).sum(-1))
+    # unbind, not decay[..., t]: indexing would make the backward pass
+    # quadratic (a full-size zero gradient per position)
+    for decay_t, drive_t, c_t in zip(decay.unbind(-1), drive.unbind(-1), C.unbind(-1)):
+        h = decay_t * h + drive_t
+        ys.append((h * c_t).sum(-1))
     y = torch.stack(ys, dim=-1)
     if D is not None:
         y = y + D.to(dtype)[:, None] * u
