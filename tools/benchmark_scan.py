@@ -5,8 +5,15 @@ input (L = 128 * 128 positions, K = 4 directions, D = 96 channels per
 direction, d_state 1, batch 1) and prints the speed-up, then compares
 outputs and gradients in float64.
 
-    .venv/bin/python tools/benchmark_scan.py            # about a minute on 2 cores
+    .venv/bin/python tools/benchmark_scan.py            # ~15 s on 2 idle cores
     .venv/bin/python tools/benchmark_scan.py --length 4096 --repeats 5
+
+The reference is ``selective_scan_reference``, the loop the tests compare
+against: one Python iteration per position, with per-position tensors taken
+by ``unbind`` so that its backward stays linear in L. (A loop that indexes
+``x[..., t]`` instead, as VMamba's own fallback does, has a quadratic backward
+and is far slower at this length.) Timings on a shared machine vary a lot;
+compare runs made back to back.
 """
 import argparse
 import functools

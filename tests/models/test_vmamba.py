@@ -79,6 +79,17 @@ def test_reproduces_reference_erf(mini):
     assert ((erf - ref).norm() / ref.norm()) < 1e-5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+def test_cuda_outputs_match_cpu(mini):
+    """On CUDA the CUDA selective-scan kernel is used when installed, else the PyTorch scan."""
+    io = mini[2]
+    with torch.no_grad():
+        cpu = build_mini(mini)(io['input'])
+        cuda = build_mini(mini).cuda()(io['input'].cuda())
+    for out, ref in zip(cuda, cpu):
+        torch.testing.assert_close(out.cpu(), ref, rtol=0, atol=1e-4)
+
+
 def test_gradient_checkpointing_gives_the_same_outputs(mini):
     io = mini[2]
     x = io['input'][:1]
@@ -101,6 +112,9 @@ def test_cross_scan_orders():
     assert torch.equal(xs[:, :, 0], rows) and torch.equal(xs[:, :, 1], cols)
     assert torch.equal(xs[:, :, 2], rows.flip(1)) and torch.equal(xs[:, :, 3], cols.flip(1))
     assert torch.equal(cross_merge(xs, 3, 4), 4 * x)
+    # per direction: direction k reads only its own slice, in its own order
+    per = torch.stack([x * (k + 1) for k in range(4)], dim=3)  # (B, H, W, 4, C)
+    assert torch.equal(cross_scan(per, per_direction=True), xs * torch.arange(1., 5.)[:, None])
 
 
 @pytest.mark.parametrize('name,value', [('forward_type', 'v2'), ('forward_type', 'v05'),

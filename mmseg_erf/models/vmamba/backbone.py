@@ -54,9 +54,13 @@ def _read_checkpoint(path, trust: bool = False):
     return load_checkpoint_file(path, map_location='cpu', trust=trust)
 
 
+# VMamba lower-cases these names before looking them up
+_CASE_INSENSITIVE = ('norm_layer', 'ssm_act_layer', 'mlp_act_layer')
+
+
 def _check_choice(name, value):
     supported = SUPPORTED[name]
-    norm = value.lower() if isinstance(value, str) else value
+    norm = value.lower() if name in _CASE_INSENSITIVE and isinstance(value, str) else value
     if norm not in supported:
         raise ValueError(f'MM_VSSM: {name}={value!r} is not supported; supported: '
                          f'{", ".join(map(repr, supported))} (the values of the released '

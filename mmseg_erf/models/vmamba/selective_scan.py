@@ -118,8 +118,7 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             if delta_bias is not None:
                 torch.add(delta[:, sl], delta_bias, out=dt)
             if delta_softplus:
-                torch._C._nn.softplus(dt if delta_bias is not None else delta[:, sl], 1, 20,
-                                      out=dt)
+                F.softplus(dt if delta_bias is not None else delta[:, sl], 1, 20, out=dt)
             a = torch.mul(dt[..., None], A).exp_()
             torch.mul((dt * u[:, sl]).view(bt, t, groups, dim, 1), B[:, sl, :, None],
                       out=h.view(bt, t, groups, dim, nstate))
@@ -192,7 +191,7 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             if dA is not None:
                 dA += (dla * dt[..., None]).sum((0, 1))
             ddt = (dla[..., 0] * A[:, 0] if nstate == 1 else (dla * A).sum(-1))
-            ddt.addcmul_(ddtu, u_c)
+            ddt.addcmul_(ddtu, u_c)  # dL/d dt
             torch.mul(ddtu, dt, out=du[:, sl])
             if D is not None:
                 du[:, sl].addcmul_(gy, D)
@@ -200,12 +199,12 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                     dD += (gy * u_c).sum((0, 1))
             if ctx.delta_softplus:
                 # d softplus(z) / dz = sigmoid(z) = -expm1(-softplus(z))
-                slope = torch.neg(dt).expm1_()
-                if slope.dtype == torch.float64:
+                neg_slope = torch.neg(dt).expm1_()
+                if neg_slope.dtype == torch.float64:
                     # F.softplus is the identity above its threshold 20, so its
                     # gradient is exactly 1 there (float32 rounds to 1 anyway)
-                    slope.masked_fill_(dt > 20, -1.0)
-                torch.mul(ddt, slope, out=ddelta[:, sl]).neg_()
+                    neg_slope.masked_fill_(dt > 20, -1.0)
+                torch.mul(ddt, neg_slope, out=ddelta[:, sl]).neg_()
             else:
                 ddelta[:, sl] = ddt
         dbias = ddelta.sum((0, 1)) if ctx.has_bias and need[6] else None

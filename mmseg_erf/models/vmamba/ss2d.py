@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .selective_scan import selective_scan_tokens
+from .cuda_scan import cuda_backend_available
+from .selective_scan import selective_scan, selective_scan_tokens
 
 __all__ = ['SS2D', 'cross_scan', 'cross_merge']
 
@@ -25,23 +26,35 @@ __all__ = ['SS2D', 'cross_scan', 'cross_merge']
 NUM_DIRECTIONS = 4
 
 
-def cross_scan(x: torch.Tensor) -> torch.Tensor:
+def cross_scan(x: torch.Tensor, per_direction: bool = False) -> torch.Tensor:
     """(B, H, W, C) -> (B, H*W, 4, C): the four scan orders of VMamba.
 
     0: row-major, 1: column-major, 2: row-major reversed, 3: column-major
     reversed.
+
+    Args:
+        x (Tensor): (B, H, W, C), or (B, H, W, 4, C) with ``per_direction``,
+            where direction k reads only ``x[..., k, :]``.
+        per_direction (bool): See ``x``.
     """
-    batch, height, width, channels = x.shape
-    rows = x.reshape(batch, height * width, channels)
-    cols = x.transpose(1, 2).reshape(batch, height * width, channels)
+    batch, height, width = x.shape[:3]
+    length = height * width
+    rows = x.reshape(batch, length, *x.shape[3:])
+    cols = x.transpose(1, 2).reshape(batch, length, *x.shape[3:])
+    if per_direction:
+        rows, cols = rows.unbind(2), cols.unbind(2)
+        return torch.stack((rows[0], cols[1], rows[2].flip(1), cols[3].flip(1)), dim=2)
     return torch.stack((rows, cols, rows.flip(1), cols.flip(1)), dim=2)
 
 
 def cross_merge(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, H*W, 4, C) in the four scan orders -> (B, H, W, C), their sum."""
     batch, _, _, channels = ys.shape
-    rows = ys[:, :, 0] + ys[:, :, 2].flip(1)
-    cols = ys[:, :, 1] + ys[:, :, 3].flip(1)
+    # unbind, not ys[:, :, k]: its backward is one stack instead of four
+    # full-size zero-filled gradients
+    y0, y1, y2, y3 = ys.unbind(2)
+    rows = y0 + y2.flip(1)
+    cols = y1 + y3.flip(1)
     return rows.view(batch, height, width, channels) + \
         cols.view(batch, width, height, channels).transpose(1, 2)
 
@@ -140,15 +153,24 @@ class SS2D(nn.Module):
         k, length = NUM_DIRECTIONS, height * width
         rank, nstate = self.dt_rank, self.d_state
         xs = cross_scan(x).view(batch, length, k * channels)
-        # The per-direction projections (grouped 1x1 convolutions in VMamba) as
-        # one block-diagonal matrix product: a single large GEMM is much faster
-        # on CPU than four thin ones.
-        x_dbl = F.linear(xs, torch.block_diag(*self.x_proj_weight)).view(batch, length, k, -1)
+        # VMamba projects each direction's sequence with its own weights (grouped
+        # 1x1 convolutions). Projections are per pixel, so they commute with the
+        # scan orders: project the pixels once with all four weights (one GEMM),
+        # then put direction k's projection in scan order k.
+        x_dbl = F.linear(x, self.x_proj_weight.reshape(-1, channels))
+        x_dbl = cross_scan(x_dbl.view(batch, height, width, k, -1), per_direction=True)
         dts, bs, cs = torch.split(x_dbl, [rank, nstate, nstate], dim=3)
+        # dt projection as one block-diagonal GEMM: faster on CPU than four thin ones
         dts = F.linear(dts.reshape(batch, length, k * rank),
                        torch.block_diag(*self.dt_projs_weight))
-        ys = selective_scan_tokens(
-            xs, dts, -torch.exp(self.A_logs.float()), bs, cs, self.Ds.float(),
-            self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
-            chunk_size=self.chunk_size)
-        return cross_merge(ys.view(batch, length, k, channels), height, width)
+        params = (-torch.exp(self.A_logs.float()), self.Ds.float(),
+                  self.dt_projs_bias.reshape(-1).float())
+        if xs.is_cuda and cuda_backend_available():
+            # the CUDA kernels take channel-major (B, K*D, L) tensors
+            ys = selective_scan(xs.transpose(1, 2), dts.transpose(1, 2), params[0],
+                                bs.permute(0, 2, 3, 1), cs.permute(0, 2, 3, 1), *params[1:],
+                                delta_softplus=True).transpose(1, 2)
+        else:
+            ys = selective_scan_tokens(xs, dts, params[0], bs, cs, *params[1:],
+                                       delta_softplus=True, chunk_size=self.chunk_size)
+        return cross_merge(ys.reshape(batch, length, k, channels), height, width)
