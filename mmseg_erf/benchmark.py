@@ -12,10 +12,12 @@ Two ways to get the same maps on the same model and the same images:
     retained graph, images batched.
 
 Each variant runs in its own spawned process so that peak resident memory
-(``VmHWM``) and peak GPU memory belong to that variant alone; the parent only
+(``VmHWM``, restarted after an untimed warm-up image) and peak GPU memory belong
+to that variant alone (model and inputs included); the parent only
 schedules the runs (interleaved a, b, b, a, ... to share the noise of a busy
 machine), measures the matmul and convolution rates and prints the tables.
 """
+import gc
 import json
 import math
 import multiprocessing
@@ -203,6 +205,17 @@ def peak_rss_bytes() -> int:
     return kib * 1024
 
 
+def reset_peak_rss() -> bool:
+    """Restart VmHWM from the current resident size (Linux ``clear_refs`` 5), so
+    that the peak of the timed part is not the warm-up's; False where not possible."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
 def rss_bytes() -> int:
     kib = _status_kib('VmRSS')
     return (kib or 0) * 1024
@@ -361,6 +374,8 @@ def measure(spec: Mapping) -> dict:
         return result
     if spec.get('warmup', True):
         _warmup(model, inputs)
+        gc.collect()
+    result['peak_reset'] = reset_peak_rss()
     if variant == 'profile':
         result.update(phase_profile(model, inputs, targets, device))
         return result
@@ -551,7 +566,9 @@ def benchmark(name: str, config: str, size: int, args) -> dict:
                 print(f'    s/image: {", ".join(f"{t:.2f}" for t in out["image_times"])}; '
                       f'CPU {out["cpu_per_image"]:.2f} s/image; peak RSS '
                       f'{_fmt_gib(out["rss_peak"])} GiB (model + inputs '
-                      f'{_fmt_gib(out["rss_base"])} GiB)', flush=True)
+                      f'{_fmt_gib(out["rss_base"])} GiB'
+                      f'{"" if out.get("peak_reset") else "; the peak includes the warm-up"})',
+                      flush=True)
             report['runs'][variant].append(out)
     report['stats'] = {v: variant_stats(report['runs'][v]) for v in ('a', 'b')}
     good = {v: [r for r in report['runs'][v] if 'error' not in r] for v in ('a', 'b')}

@@ -127,3 +127,110 @@ def test_mmseg_own_train_and_test_tools(tmp_path, voc_tree):
     api = compute_erf(model, val_images, ['backbone.3'], num_images=2, input_size=64)
     np.testing.assert_allclose(np.load(tmp_path / 'cli' / 'erf_backbone.3.npy'),
                                api.maps['backbone.3'], rtol=1e-5)
+
+
+class _StateProbe:
+    """Two hooks around ERFHook (priorities above and below NORMAL) on the events
+    where it works: the first one plants parameter gradients and records model
+    mode, gradients, RNG states and optimizer state; the second checks them."""
+
+    def __init__(self):
+        self.checked = []
+
+    def snapshot(self, runner):
+        import random
+        model = runner.model
+        for i, p in enumerate(model.parameters()):
+            if i % 2 == 0:  # some parameters with a gradient, some without
+                p.grad = torch.full_like(p, float(i + 1))
+            else:
+                p.grad = None
+        self.state = dict(
+            modes=[m.training for m in model.modules()],
+            grads=[None if p.grad is None else p.grad.clone() for p in model.parameters()],
+            torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(),
+            python_rng=random.getstate(),
+            optimizer=copy.deepcopy(runner.optim_wrapper.state_dict()))
+
+    def check(self, runner, event):
+        import random
+        model, state = runner.model, self.state
+        assert [m.training for m in model.modules()] == state['modes'], event
+        for p, before in zip(model.parameters(), state['grads']):
+            assert (p.grad is None) == (before is None), event
+            if before is not None:
+                assert torch.equal(p.grad, before), event
+        assert torch.equal(torch.get_rng_state(), state['torch_rng']), event
+        numpy_now, numpy_before = np.random.get_state(), state['numpy_rng']
+        assert numpy_now[0] == numpy_before[0] and np.array_equal(numpy_now[1], numpy_before[1])
+        assert numpy_now[2:] == numpy_before[2:], event
+        assert random.getstate() == state['python_rng'], event
+        after = runner.optim_wrapper.state_dict()
+        assert repr(after) == repr(state['optimizer']), event
+        for p in model.parameters():
+            p.grad = None
+        self.checked.append(event)
+
+
+def test_hook_leaves_mode_grads_rng_and_optimizer_as_they_were(tmp_path, voc_tree):
+    from mmengine.hooks import Hook
+    probe = _StateProbe()
+
+    class Before(Hook):
+        priority = 'VERY_HIGH'
+
+        def after_val_iter(self, runner, *args, **kwargs):
+            probe.snapshot(runner)
+
+        def after_val_epoch(self, runner, *args, **kwargs):
+            probe.snapshot(runner)
+
+    class After(Hook):
+        priority = 'VERY_LOW'
+
+        def after_val_iter(self, runner, batch_idx, *args, **kwargs):
+            probe.check(runner, f'after_val_iter {batch_idx}')
+
+        def after_val_epoch(self, runner, *args, **kwargs):
+            probe.check(runner, 'after_val_epoch')
+
+    cfg = hook_cfg(tmp_path, voc_tree, interval=1)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(Before())
+    runner.register_hook(After())
+    runner.train()
+    # the probes saw ERFHook's work: every val iteration fed it, and it wrote a snapshot
+    assert probe.checked == [f'after_val_iter {i}' for i in range(5)] + ['after_val_epoch']
+    assert (tmp_path / 'work' / 'erf' / 'iter_2' / 'metrics.json').is_file()
+
+
+def test_tensorboard_receives_heatmaps_and_scalars(tmp_path, voc_tree):
+    pytest.importorskip('tensorboard')
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = hook_cfg(tmp_path, voc_tree)
+    # a fresh name: visualizers are process-wide instances, one per name
+    cfg.visualizer = dict(type='SegLocalVisualizer', name='erf_tensorboard_test',
+                          vis_backends=[dict(type='TensorboardVisBackend')])
+    runner = Runner.from_cfg(cfg)
+    runner.val()
+    runner.visualizer.close()
+    events = sorted((tmp_path / 'work').rglob('events.out.tfevents.*'))
+    assert events, 'TensorboardVisBackend wrote no event file'
+    accumulator = EventAccumulator(str(events[0].parent), size_guidance={'images': 0,
+                                                                          'scalars': 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    written = tmp_path / 'work' / 'erf' / 'iter_0'
+    for target in ('backbone.1', 'decode_head'):
+        images = accumulator.Images(f'erf_{target}')
+        assert len(images) == 1
+        png = np.asarray(Image.open(written / f'erf_{target}.png').convert('RGB'))
+        assert (images[0].height, images[0].width) == png.shape[:2]
+    # mmengine's log processor drops the 'val/' prefix of the message hub's keys
+    area_tags = [t for t in tags['scalars'] if 'erf/' in t and t.endswith('area_0.5')]
+    assert sorted(area_tags) == [f'erf/{t}/area_0.5' for t in ('backbone.1', 'decode_head')]
+    metrics = json.loads((written / 'metrics.json').read_text())
+    logged = accumulator.Scalars('erf/decode_head/area_0.5')[0].value
+    assert logged == pytest.approx(metrics['targets']['decode_head']['area_ratio']['0.5'])

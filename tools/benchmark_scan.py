@@ -5,7 +5,7 @@ input (L = 128 * 128 positions, K = 4 directions, D = 96 channels per
 direction, d_state 1, batch 1) and prints the speed-up, then compares
 outputs and gradients in float64.
 
-    .venv/bin/python tools/benchmark_scan.py            # ~15 s on 2 idle cores
+    .venv/bin/python tools/benchmark_scan.py            # ~20 s on 2 idle cores
     .venv/bin/python tools/benchmark_scan.py --length 4096 --repeats 5
 
 The reference is ``selective_scan_reference``, the loop the tests compare
@@ -37,7 +37,7 @@ def parse_args():
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--chunk-size', type=int, default=None,
                         help='chunk_size of selective_scan (default: automatic)')
-    parser.add_argument('--repeats', type=int, default=3, help='timed runs of the fast scan')
+    parser.add_argument('--repeats', type=int, default=7, help="timed runs of the fast scan (median)")
     parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()

@@ -14,11 +14,13 @@ is solved by a parallel prefix scan (pairwise reduction, log2(chunk_size)
 vectorised levels). The scan only multiplies decays ``a = exp(dt * A)`` in
 (0, 1], so nothing overflows whatever the step sizes, unlike
 ``exp(-cumsum(dt * A))`` formulations, and float32 keeps ~1e-7 relative
-accuracy. Work runs token-major, (batch, L, channels), so every operation of
-the scan reads contiguous channel vectors, and a chunk's temporaries stay
-cache-sized. The backward pass is written out (the adjoint recurrence is the
-same scan run backwards, chunk by chunk): autograd keeps only the inputs, the
-step sizes and the states.
+accuracy. Work runs in the layout the inputs come in: channel-major (batch,
+K*D, L) from :func:`selective_scan` (no transposing copies) or token-major
+(batch, L, K*D) from :func:`selective_scan_tokens`, which the VMamba block
+uses; the states and the per-chunk scratch buffers follow that layout, and
+the scratch buffers are allocated once per call. The backward pass is written
+out (the adjoint recurrence is the same scan run backwards, chunk by chunk):
+autograd keeps only the inputs, the step sizes and the states.
 """
 from typing import Optional
 
@@ -30,9 +32,11 @@ from .cuda_scan import cuda_backend_available, selective_scan_cuda
 __all__ = ['selective_scan', 'selective_scan_tokens', 'selective_scan_reference', 'linear_scan']
 
 #: Target number of state elements (batch x chunk x channels x N) per chunk when
-#: chunk_size is None (2 MiB per float32 temporary): large enough to amortise
-#: the per-operation overhead, small enough to stay in cache.
-AUTO_CHUNK_ELEMENTS = 1 << 19
+#: chunk_size is None (8 MiB per float32 scratch buffer; 4096 positions at
+#: VMamba-T's stage-1 width). Measured at that shape on 2 cores: 1 << 21 beats
+#: 1 << 19 and 1 << 20 by 10-25 % in both layouts, because the per-operation overhead
+#: and the log2(chunk) levels of the pairwise scan are amortised over more work.
+AUTO_CHUNK_ELEMENTS = 1 << 21
 _BACKENDS = ('auto', 'torch', 'cuda')
 
 
@@ -91,6 +95,28 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, out: Optional[torch.Tensor] = 
     return out
 
 
+def _channel_major(t: torch.Tensor) -> bool:
+    """(Bt, L, K*D) stored as (Bt, K*D, L): the layout of :func:`selective_scan`'s inputs."""
+    return t.stride(1) == 1 and t.shape[1] > 1
+
+
+def _new_tokens(u: torch.Tensor, length: int) -> torch.Tensor:
+    """Uninitialised (Bt, length, K*D) in the memory layout of ``u``."""
+    bt, _, kd = u.shape
+    if _channel_major(u):
+        return u.new_empty(bt, kd, length).transpose(1, 2)
+    return u.new_empty(bt, length, kd)
+
+
+def _new_states(u: torch.Tensor, length: int, nstate: int) -> torch.Tensor:
+    """Uninitialised (Bt, length, K*D, N): position-contiguous for channel-major ``u``
+    (every chunk operation then reads runs along L), else channel-contiguous."""
+    bt, _, kd = u.shape
+    if _channel_major(u):
+        return u.new_empty(bt, kd, nstate, length).permute(0, 3, 1, 2)
+    return u.new_empty(bt, length, kd, nstate)
+
+
 def _chunks(length: int, chunk: int, reverse: bool = False):
     starts = range(0, length, chunk)
     for start in (reversed(starts) if reverse else starts):
@@ -98,19 +124,26 @@ def _chunks(length: int, chunk: int, reverse: bool = False):
 
 
 class _SelectiveScanTokensFn(torch.autograd.Function):
-    """u, delta: (Bt, L, K*D); B, C: (Bt, L, K, N); contiguous, one dtype."""
+    """u, delta: (Bt, L, K*D), either layout; B, C: (Bt, L, K, N); one dtype.
+
+    Every per-chunk temporary lives in a scratch buffer allocated once per call
+    (in the layout of ``u``) and is written with ``out=``: fresh multi-MiB
+    temporaries per chunk would be page-faulted in anew each time.
+    """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk):
         bt, length, kd = u.shape
         groups, nstate = B.shape[2], B.shape[3]
         dim = kd // groups
+        chunk = min(chunk, length)
         transform = delta_bias is not None or delta_softplus
         dts = torch.empty_like(delta) if transform else delta  # step sizes, saved
         out = torch.empty_like(u)
         # the states are kept for backward only; without grad one chunk's worth is enough
         keep = any(ctx.needs_input_grad)
-        states = u.new_empty(bt, length if keep else min(chunk, length), kd, nstate)
+        states = _new_states(u, length if keep else chunk, nstate)
+        decay_buf, drive_buf = _new_states(u, chunk, nstate), _new_tokens(u, chunk)
         last = None
         for sl in _chunks(length, chunk):
             t = sl.stop - sl.start
@@ -119,8 +152,10 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                 torch.add(delta[:, sl], delta_bias, out=dt)
             if delta_softplus:
                 F.softplus(dt if delta_bias is not None else delta[:, sl], 1, 20, out=dt)
-            a = torch.mul(dt[..., None], A).exp_()
-            torch.mul((dt * u[:, sl]).view(bt, t, groups, dim, 1), B[:, sl, :, None],
+            a = decay_buf[:, :t]
+            torch.mul(dt[..., None], A, out=a).exp_()
+            dtu = torch.mul(dt, u[:, sl], out=drive_buf[:, :t])
+            torch.mul(dtu.view(bt, t, groups, dim, 1), B[:, sl, :, None],
                       out=h.view(bt, t, groups, dim, nstate))
             if last is not None:  # the state carried in from the previous chunk
                 h[:, 0].addcmul_(a[:, 0], last)
@@ -131,7 +166,8 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             if nstate == 1:
                 torch.mul(h5[..., 0], C[:, sl, :, None, 0], out=y)
             else:
-                torch.sum(h5 * C[:, sl, :, None], -1, out=y)
+                torch.mul(h5, C[:, sl, :, None], out=decay_buf[:, :t].view(h5.shape))
+                torch.sum(decay_buf[:, :t].view(h5.shape), -1, out=y)
             if D is not None:
                 out[:, sl].addcmul_(u[:, sl], D)
         ctx.save_for_backward(u, dts, A, B, C, D, states)
@@ -147,24 +183,33 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         bt, length, kd = u.shape
         groups, nstate = B.shape[2], B.shape[3]
         dim = kd // groups
-        gy_all = grad_out.contiguous()
+        chunk = ctx.chunk
+        if grad_out.stride() == u.stride():
+            gy_all = grad_out
+        else:
+            gy_all = torch.empty_like(u).copy_(grad_out)
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dA = torch.zeros_like(A) if need[2] else None
         dB = torch.empty_like(B) if need[3] else None
         dC = torch.empty_like(C) if need[4] else None
         dD = torch.zeros_like(D) if D is not None and need[5] else None
+        decay_buf, adjoint_buf, product_buf = (_new_states(u, chunk, nstate) for _ in range(3))
+        dtu_buf, ddtu_buf, ddt_buf = (_new_tokens(u, chunk) for _ in range(3))
         carry = None  # a[t] * g[t] at the first position of the next chunk
-        for sl in _chunks(length, ctx.chunk, reverse=True):
+        for sl in _chunks(length, chunk, reverse=True):
             t = sl.stop - sl.start
             dt, u_c, gy, h = dts[:, sl], u[:, sl], gy_all[:, sl], states[:, sl]
+            shape5 = (bt, t, groups, dim, nstate)
             gy5 = gy.view(bt, t, groups, dim, 1)
-            h5 = h.view(bt, t, groups, dim, nstate)
-            a = torch.mul(dt[..., None], A).exp_()
+            h5 = h.view(shape5)
+            product = product_buf[:, :t].view(shape5)
+            a = torch.mul(dt[..., None], A, out=decay_buf[:, :t]).exp_()
             if dC is not None:
-                torch.sum(gy5 * h5, 3, out=dC[:, sl])
+                torch.sum(torch.mul(gy5, h5, out=product), 3, out=dC[:, sl])
             # adjoint recurrence: g[t] = dL/dh[t] + a[t + 1] g[t + 1], run backwards in
             # place on dL/dh; the last position takes the carry from the next chunk
-            g = torch.mul(gy5, C[:, sl, :, None]).view(bt, t, kd, nstate)
+            g = adjoint_buf[:, :t]
+            torch.mul(gy5, C[:, sl, :, None], out=g.view(shape5))
             if carry is not None:
                 g[:, -1] += carry
             if t > 1:
@@ -172,14 +217,17 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                 rest = g[:, :-1].view(bt, t - 1, -1)
                 linear_scan(a[:, 1:].view(bt, t - 1, -1), rest, out=rest, reverse=True)
             carry = a[:, 0] * g[:, 0]
-            g5 = g.view(bt, t, groups, dim, nstate)
-            dtu = dt * u_c
+            g5 = g.view(shape5)
+            dtu = torch.mul(dt, u_c, out=dtu_buf[:, :t])
             if dB is not None:
-                torch.sum(g5 * dtu.view(bt, t, groups, dim, 1), 3, out=dB[:, sl])
+                torch.sum(torch.mul(g5, dtu.view(bt, t, groups, dim, 1), out=product), 3,
+                          out=dB[:, sl])
+            ddtu = ddtu_buf[:, :t]
             if nstate == 1:
-                ddtu = torch.mul(g5[..., 0], B[:, sl, :, None, 0]).view(bt, t, kd)
+                torch.mul(g5[..., 0], B[:, sl, :, None, 0], out=ddtu.view(bt, t, groups, dim))
             else:
-                ddtu = (g5 * B[:, sl, :, None]).sum(-1).view(bt, t, kd)
+                torch.sum(torch.mul(g5, B[:, sl, :, None], out=product), -1,
+                          out=ddtu.view(bt, t, groups, dim))
             # dL/d(dt A)[t] = g[t] a[t] h[t - 1], with h[-1] = 0
             dla = a
             dla[:, 1:].mul_(h[:, :-1])
@@ -189,17 +237,22 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                 dla[:, 0] = 0
             dla.mul_(g)
             if dA is not None:
-                dA += (dla * dt[..., None]).sum((0, 1))
-            ddt = (dla[..., 0] * A[:, 0] if nstate == 1 else (dla * A).sum(-1))
+                dA += torch.mul(dla, dt[..., None], out=product_buf[:, :t]).sum((0, 1))
+            ddt = ddt_buf[:, :t]
+            if nstate == 1:
+                torch.mul(dla[..., 0], A[:, 0], out=ddt)
+            else:
+                torch.sum(torch.mul(dla, A, out=product_buf[:, :t]), -1, out=ddt)
             ddt.addcmul_(ddtu, u_c)  # dL/d dt
             torch.mul(ddtu, dt, out=du[:, sl])
             if D is not None:
                 du[:, sl].addcmul_(gy, D)
                 if dD is not None:
-                    dD += (gy * u_c).sum((0, 1))
+                    dD += torch.mul(gy, u_c, out=dtu_buf[:, :t]).sum((0, 1))
             if ctx.delta_softplus:
-                # d softplus(z) / dz = sigmoid(z) = -expm1(-softplus(z))
-                neg_slope = torch.neg(dt).expm1_()
+                # d softplus(z) / dz = sigmoid(z) = -expm1(-softplus(z)); expm1 keeps
+                # full precision for the small step sizes VMamba starts from
+                neg_slope = torch.neg(dt, out=dtu_buf[:, :t]).expm1_()
                 if neg_slope.dtype == torch.float64:
                     # F.softplus is the identity above its threshold 20, so its
                     # gradient is exactly 1 there (float32 rounds to 1 anyway)
@@ -209,27 +262,6 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                 ddelta[:, sl] = ddt
         dbias = ddelta.sum((0, 1)) if ctx.has_bias and need[6] else None
         return du, ddelta, dA, dB, dC, dD, dbias, None, None
-
-
-class _SwapLastDims(torch.autograd.Function):
-    """(Bt, X, Y) -> contiguous (Bt, Y, X), one 2D transpose per batch element:
-    PyTorch has a blocked kernel for 2D transposing copies, several times faster
-    than the strided copy of a 3D ``transpose(1, 2).contiguous()``."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return _swap_last_dims(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _swap_last_dims(grad)
-
-
-def _swap_last_dims(x: torch.Tensor) -> torch.Tensor:
-    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
-    for b in range(x.shape[0]):
-        out[b].copy_(x[b].t())
-    return out
 
 
 def _auto_chunk(batch: int, channels: int, nstate: int, length: int) -> int:
@@ -267,9 +299,13 @@ def selective_scan_tokens(u: torch.Tensor,
                          f'got {chunk_size!r}')
 
     def cast(t):
-        return None if t is None else t.to(dtype).contiguous()
+        return None if t is None else t.to(dtype)
 
-    return _SelectiveScanTokensFn.apply(cast(u), cast(delta), cast(A), cast(B), cast(C),
+    def dense(t):  # token-major or channel-major storage; anything else is copied once
+        t = cast(t)
+        return t if t.is_contiguous() or t.transpose(1, 2).is_contiguous() else t.contiguous()
+
+    return _SelectiveScanTokensFn.apply(dense(u), dense(delta), cast(A), cast(B), cast(C),
                                         cast(D), cast(delta_bias), bool(delta_softplus),
                                         int(chunk_size))
 
@@ -320,7 +356,7 @@ def selective_scan(u: torch.Tensor,
         delta_softplus (bool): Apply softplus to ``delta + delta_bias``.
         chunk_size (int, optional): Sequence positions per chunk of the
             PyTorch path; bounds its working memory (chunk x batch x K*D x N
-            per temporary). None picks about 2**19 state elements per chunk.
+            per scratch buffer). None picks about 2**21 state elements per chunk.
         backend (str): 'auto' (a CUDA kernel for CUDA tensors when
             ``selective_scan_cuda_oflex``, ``selective_scan_cuda`` or
             ``mamba_ssm`` is importable, else PyTorch), 'torch' or 'cuda'.
@@ -338,10 +374,10 @@ def selective_scan(u: torch.Tensor,
                              'selective_scan_cuda_oflex, selective_scan_cuda or mamba_ssm; '
                              'use backend="auto" or "torch"')
         return selective_scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    y = selective_scan_tokens(_SwapLastDims.apply(u), _SwapLastDims.apply(delta), A,
+    y = selective_scan_tokens(u.transpose(1, 2), delta.transpose(1, 2), A,
                               B.permute(0, 3, 1, 2), C.permute(0, 3, 1, 2), D, delta_bias,
                               delta_softplus, chunk_size)
-    return _SwapLastDims.apply(y)
+    return y.transpose(1, 2)
 
 
 def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
