@@ -17,6 +17,9 @@ demo: env
 	$(PY) tools/erf_seg.py $(VMAMBA_T) $(DEMO_ARGS) --out-dir $(DEMO)/vmamba-t
 	$(PY) tools/erf_compare.py $(DEMO)/swin-t $(DEMO)/vmamba-t --labels Swin-T VMamba-T \
 		--out $(DEMO)/compare.png
+	$(PY) tools/erf_compare.py $(DEMO)/swin-t $(DEMO)/vmamba-t --labels Swin-T VMamba-T \
+		--targets backbone.3 decode_head --overlay $(DEMO)/images/demo_00.jpg --contours both \
+		--out $(DEMO)/overlay.png
 
 test: env
 	$(PY) -m pytest tests -q -p no:cacheprovider

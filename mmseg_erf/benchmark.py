@@ -26,6 +26,7 @@ import os.path as osp
 import tempfile
 import time
 import traceback
+import warnings
 from contextlib import nullcontext
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -71,7 +72,11 @@ def load_model(config: str, device: str = 'cpu', seed: int = 0):
     path = resolve_config(config)
     if path is None:
         raise FileNotFoundError(f'config {config} does not exist')
-    model, _, _ = build_segmentor(path, device=device, seed=seed)
+    with warnings.catch_warnings():
+        # mmseg's own deprecation notes, printed again by every variant's process
+        warnings.filterwarnings('ignore', message='``build_loss`` would be deprecated')
+        warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
+        model, _, _ = build_segmentor(path, device=device, seed=seed)
     return model
 
 

@@ -153,7 +153,10 @@ def run(args) -> ERFResult:
     model, cfg, report = build_segmentor(args.config, args.checkpoint, device,
                                          args.cfg_options, args.trust_checkpoint,
                                          args.allow_partial, args.seed)
-    if report is None:
+    if report is None and model.pretrained_files:
+        logger.info(f'no checkpoint: initial weights from {", ".join(model.pretrained_files)} '
+                    '(pretrained in the config), the rest random')
+    elif report is None:
         logger.warning('NO CHECKPOINT: the model has RANDOM initial weights; this is the '
                        '"before training" ERF, not the ERF of a trained model')
     elif report.missing_keys or report.unexpected_keys or report.shape_mismatches:

@@ -1,5 +1,6 @@
 """What the doors need to know about mmseg segmentors, configs and data batches."""
 import copy
+import os
 import os.path as osp
 from typing import List, Optional, Sequence
 
@@ -114,27 +115,45 @@ def config_pipeline(cfg: Config) -> Optional[List[dict]]:
     return cfg.get('test_pipeline')
 
 
-def disable_pretrained(node) -> None:
+def _local_file(source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and osp.isfile(source)
+
+
+def disable_pretrained(node) -> List[str]:
     """Switch off every pretrained download of a model config, in place.
 
     mmseg configs fetch backbone weights through ``pretrained=...`` or
     ``init_cfg=dict(type='Pretrained', ...)``; with no internet (and for
-    "before training" ERFs) those must not run.
+    "before training" ERFs) those must not run. A local file stays: that is how
+    a user puts a classification checkpoint into the backbone
+    (``--cfg-options model.backbone.pretrained=ckpt_epoch_299.pth``).
+
+    Returns:
+        list[str]: the local files kept.
     """
+    kept = []
     if isinstance(node, dict):
         if 'pretrained' in node:
-            node['pretrained'] = None
+            if _local_file(node['pretrained']):
+                kept.append(os.fspath(node['pretrained']))
+            else:
+                node['pretrained'] = None
         init_cfg = node.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+
+        def download(cfg):
+            return (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
+                    and not _local_file(cfg.get('checkpoint')))
+
+        if download(init_cfg):
             node['init_cfg'] = None
         elif isinstance(init_cfg, list):
-            node['init_cfg'] = [c for c in init_cfg
-                                if not (isinstance(c, dict) and c.get('type') == 'Pretrained')]
+            node['init_cfg'] = [c for c in init_cfg if not download(c)]
         for value in node.values():
-            disable_pretrained(value)
+            kept += disable_pretrained(value)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            disable_pretrained(value)
+            kept += disable_pretrained(value)
+    return sorted(set(kept))
 
 
 def load_config(config, cfg_options: Optional[dict] = None) -> Config:
@@ -168,7 +187,9 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     """Build the segmentor of an mmseg config, in eval mode, with optional weights.
 
     Without a checkpoint the weights are mmseg's random initialisation (pretrained
-    downloads switched off): the "before training" ERF, reproducible through
+    downloads switched off; a ``pretrained`` local file in the config, such as a
+    classification checkpoint for the backbone, is loaded and listed in
+    ``model.pretrained_files``): the "before training" ERF, reproducible through
     ``seed`` (drawn from a forked RNG: the caller's random state is untouched),
     and identical on every process of a distributed run.
 
@@ -180,7 +201,7 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
 
     cfg = load_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    disable_pretrained(cfg.model)
+    local_pretrained = disable_pretrained(cfg.model)
     cfg.model.train_cfg = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -193,4 +214,6 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
         report = load_model_weights(model, checkpoint, strict=not allow_partial,
                                     trust=trust_checkpoint)
     model.cfg = cfg
+    # what init_weights loaded, for the doors to report (a checkpoint replaces it all)
+    model.pretrained_files = () if checkpoint else tuple(local_pretrained)
     return model.to(device).eval(), cfg, report

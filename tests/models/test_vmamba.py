@@ -227,3 +227,47 @@ def test_configs_build_the_released_models(variant):
     assert got == spec['params']
     assert list(cfg.model.decode_head.in_channels) == model.backbone.dims
     assert cfg.model.auxiliary_head.in_channels == model.backbone.dims[2]
+
+
+def test_classification_checkpoint_through_the_config(mini, tmp_path):
+    """The classification ERF beside the segmentation one: the released config with
+    ``model.backbone.pretrained`` set to a local ``ckpt_epoch_*.pth`` loads it into the
+    backbone (only downloads are switched off), and the command line says so."""
+    import subprocess
+    import sys
+
+    from mmseg_erf.segmentor import build_segmentor
+    path = str(tmp_path / 'ckpt_epoch_3.pth')
+    torch.save(classification_checkpoint(mini), path)
+    kwargs, state, _ = mini
+    dims = [kwargs['dims'] * 2**i for i in range(4)]
+    options = {**{f'model.backbone.{k}': v for k, v in kwargs.items()},
+               'model.backbone.pretrained': path, 'model.backbone.drop_path_rate': 0.0,
+               'model.decode_head.in_channels': dims, 'model.decode_head.channels': 16,
+               'model.auxiliary_head.in_channels': dims[2],
+               'model.auxiliary_head.channels': 16}
+    config = osp.join(CONFIGS, 'upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py')
+    model, _, report = build_segmentor(config, cfg_options=options)
+    assert report is None and model.pretrained_files == (path, )
+    loaded = model.backbone.state_dict()
+    for key, value in state.items():
+        if not key.startswith('outnorm'):
+            assert torch.equal(loaded[key], value), key
+    # with a segmentation checkpoint, the checkpoint decides and nothing is reported
+    seg = str(tmp_path / 'seg.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), seg)
+    assert build_segmentor(config, seg, cfg_options=options)[0].pretrained_files == ()
+
+    images = tmp_path / 'images'
+    images.mkdir()
+    from PIL import Image
+    Image.new('RGB', (64, 64), (120, 80, 40)).save(images / 'a.png')
+    cli = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'erf_seg.py'), config, '--img-dir',
+         str(images), '--num-images', '1', '--input-size', '64', '--num-workers', '0',
+         '--targets', 'backbone.1', '--out-dir', str(tmp_path / 'out'), '--cfg-options',
+         *[f'{k}={json.dumps(v).replace(" ", "")}' for k, v in options.items()]],
+        capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert f'initial weights from {path}' in cli.stdout + cli.stderr
+    assert 'RANDOM' not in cli.stdout + cli.stderr
