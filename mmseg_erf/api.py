@@ -5,7 +5,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 from mmengine.dataset import DefaultSampler, pseudo_collate
-from mmengine.dist import all_reduce, get_dist_info
+from mmengine.dist import all_gather_object, all_reduce, get_dist_info
 from torch import nn
 
 from .engine import ERFResult, ERFSession
@@ -109,13 +109,21 @@ def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
 
 
 def reduce_session(session: ERFSession) -> None:
-    """Sum every rank's accumulator into each rank's (no-op in one process)."""
+    """Sum every rank's accumulator into each rank's (no-op in one process).
+
+    A rank that had no image (fewer images than processes) joins with zeros, so
+    every rank enters the same collective calls; if no rank had one, the
+    accumulator stays None everywhere.
+    """
     _, world = get_dist_info()
     if world == 1:
         return
     acc = session.accumulator
-    if acc is None:
-        raise RuntimeError('this rank processed no image: use fewer processes than images')
+    shapes = all_gather_object(None if acc is None else acc.shape)
+    shape = next((s for s in shapes if s is not None), None)
+    if shape is None:
+        return
+    acc = session.open_accumulator(shape)
     for name in acc.names:
         total = torch.from_numpy(acc.sums[name])
         all_reduce(total)

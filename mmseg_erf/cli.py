@@ -248,4 +248,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    _leave_distributed()
     return 0
+
+
+def _leave_distributed() -> None:
+    """Leave the process group together after a successful run: a rank that exits
+    while the group is alive can abort in the backend's threads (seen with gloo when
+    one rank had no image). After an error the rank just exits, and torchrun stops
+    the others instead of leaving them waiting."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -115,11 +115,18 @@ class ERFSession:
         with torch.enable_grad(), frozen_parameters(self.model):
             features = self.taps(batch)
             maps = input_gradient_maps(features, batch, self.point, self.class_index)
-        if self.accumulator is None:
-            self.accumulator = ERFAccumulator(self.taps.names, batch.shape[-2:])
-            self.accumulator.skipped, self._unreadable = self._unreadable, 0
+        self.open_accumulator(batch.shape[-2:])
         self.accumulator.add({n: m.numpy() for n, m in maps.items()})
         return int(keep.sum())
+
+    def open_accumulator(self, shape: Sequence[int]) -> ERFAccumulator:
+        """The accumulator, created empty for (H, W) maps if there is none yet: on the
+        first processed batch, or for a rank that had no image to contribute zeros to
+        a distributed sum."""
+        if self.accumulator is None:
+            self.accumulator = ERFAccumulator(self.taps.names, shape)
+            self.accumulator.skipped, self._unreadable = self._unreadable, 0
+        return self.accumulator
 
     def result(self, model_name: str = '', meta: Optional[Dict] = None) -> ERFResult:
         if self.accumulator is None:

@@ -2,7 +2,7 @@
 import os.path as osp
 from typing import Optional, Sequence, Union
 
-from mmengine.dist import is_main_process
+from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
@@ -107,7 +107,8 @@ class ERFHook(Hook):
             return
         model_name = osp.splitext(osp.basename(runner.cfg.filename or ''))[0] \
             if getattr(runner, 'cfg', None) is not None else ''
-        result = session.result(model_name, meta=dict(mode=mode, iteration=runner.iter))
+        result = session.result(model_name, meta=dict(mode=mode, iteration=runner.iter,
+                                                      world_size=get_world_size()))
         out_dir = osp.join(self.out_dir or osp.join(runner.work_dir, 'erf'), snapshot)
         if is_main_process():
             heatmaps = result.write(out_dir)
