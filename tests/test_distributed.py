@@ -16,27 +16,33 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tmp_path):
-    # 5 images over 2 ranks: the sampler pads rank 1 with a repeat of image 0
-    images = os.path.join(make_voc_tree(tmp_path / 'voc', splits=(('val', 5), ),
+def run_one_and_two(tmp_path, num_images, targets, two_process_args=()):
+    """tools/erf_seg.py on one process and tools/dist_erf.sh on two (gloo), same
+    images and options; returns both metrics.json contents."""
+    images = os.path.join(make_voc_tree(tmp_path / 'voc', splits=(('val', num_images), ),
                                         labels=False), 'images', 'val')
-    common = ['--img-dir', images, '--targets', 'backbone.1', 'decode_head', '--num-images',
-              '50', '--input-size', '48', '--num-workers', '0', '--device', 'cpu']
+    common = ['--img-dir', images, '--targets', *targets, '--num-images', '50',
+              '--input-size', '48', '--num-workers', '0', '--device', 'cpu']
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable,
                PORT=str(free_port()))
-    single = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'),
-                             TINY_CONFIG, '--out-dir', str(tmp_path / 'one'), *common],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run(['bash', os.path.join(REPO, 'tools', 'dist_erf.sh'), TINY_CONFIG,
-                             '', '2', '--out-dir', str(tmp_path / 'two'), '--batch-size', '2',
-                             *common], capture_output=True, text=True, timeout=600, env=env)
-    assert double.returncode == 0, double.stderr[-3000:]
-    one = json.loads((tmp_path / 'one' / 'metrics.json').read_text())
-    two = json.loads((tmp_path / 'two' / 'metrics.json').read_text())
+    commands = {
+        'one': [sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'), TINY_CONFIG],
+        'two': ['bash', os.path.join(REPO, 'tools', 'dist_erf.sh'), TINY_CONFIG, '', '2',
+                *two_process_args]}
+    for name, command in commands.items():
+        run = subprocess.run([*command, '--out-dir', str(tmp_path / name), *common],
+                             capture_output=True, text=True, timeout=600, env=env)
+        assert run.returncode == 0, f'{name}: {run.stderr[-3000:]}'
+    return [json.loads((tmp_path / name / 'metrics.json').read_text()) for name in commands]
+
+
+def test_two_processes_equal_one(tmp_path):
+    # 5 images over 2 ranks: the sampler pads rank 1 with a repeat of image 0
+    targets = ('backbone.1', 'decode_head')
+    one, two = run_one_and_two(tmp_path, 5, targets, ('--batch-size', '2'))
     assert one['num_images'] == two['num_images'] == 5
     assert two['meta']['world_size'] == 2
-    for target in ('backbone.1', 'decode_head'):
+    for target in targets:
         expected = np.load(tmp_path / 'one' / f'erf_{target}.npy')
         # float32 gradients: batch 2 vs 1 changes summation order (~1e-7 of the peak)
         np.testing.assert_allclose(np.load(tmp_path / 'two' / f'erf_{target}.npy'), expected,
@@ -46,21 +52,7 @@ def test_two_processes_equal_one(tmp_path):
 def test_more_processes_than_images(tmp_path):
     """Rank 1 gets only a padding repeat: it joins the sums with zeros instead of
     failing or leaving rank 0 waiting in the collective."""
-    images = os.path.join(make_voc_tree(tmp_path / 'voc', splits=(('val', 1), ),
-                                        labels=False), 'images', 'val')
-    common = ['--img-dir', images, '--targets', 'backbone.1', '--input-size', '48',
-              '--num-workers', '0', '--device', 'cpu']
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable,
-               PORT=str(free_port()))
-    single = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'),
-                             TINY_CONFIG, '--out-dir', str(tmp_path / 'one'), *common],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run(['bash', os.path.join(REPO, 'tools', 'dist_erf.sh'), TINY_CONFIG,
-                             '', '2', '--out-dir', str(tmp_path / 'two'), *common],
-                            capture_output=True, text=True, timeout=300, env=env)
-    assert double.returncode == 0, double.stderr[-3000:]
-    two = json.loads((tmp_path / 'two' / 'metrics.json').read_text())
+    _, two = run_one_and_two(tmp_path, 1, ('backbone.1', ))
     assert two['num_images'] == 1 and two['meta']['world_size'] == 2
     np.testing.assert_allclose(np.load(tmp_path / 'two' / 'erf_backbone.1.npy'),
                                np.load(tmp_path / 'one' / 'erf_backbone.1.npy'), rtol=1e-6)
