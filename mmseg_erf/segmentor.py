@@ -119,6 +119,10 @@ def _local_file(source) -> bool:
     return isinstance(source, (str, os.PathLike)) and osp.isfile(source)
 
 
+def _pretrained_init(cfg) -> bool:
+    return isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
+
+
 def disable_pretrained(node) -> List[str]:
     """Switch off every pretrained download of a model config, in place.
 
@@ -139,15 +143,14 @@ def disable_pretrained(node) -> List[str]:
             else:
                 node['pretrained'] = None
         init_cfg = node.get('init_cfg')
-
-        def download(cfg):
-            return (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
-                    and not _local_file(cfg.get('checkpoint')))
-
-        if download(init_cfg):
+        inits = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+        local = [c for c in inits if _pretrained_init(c) and _local_file(c.get('checkpoint'))]
+        kept += [os.fspath(c['checkpoint']) for c in local]
+        remaining = [c for c in inits if not _pretrained_init(c) or c in local]
+        if isinstance(init_cfg, list):
+            node['init_cfg'] = remaining
+        elif not remaining:
             node['init_cfg'] = None
-        elif isinstance(init_cfg, list):
-            node['init_cfg'] = [c for c in init_cfg if not download(c)]
         for value in node.values():
             kept += disable_pretrained(value)
     elif isinstance(node, (list, tuple)):

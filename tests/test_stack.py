@@ -42,3 +42,24 @@ def test_shipped_config_forward_and_input_gradient():
     assert logits.shape == (1, 150, 16, 16)
     logits[:, :, 8, 8].relu().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_disable_pretrained_keeps_and_reports_local_files(tmp_path):
+    from mmseg_erf.segmentor import disable_pretrained
+    local, neck_local = tmp_path / 'backbone.pth', tmp_path / 'neck.pth'
+    local.write_bytes(b'')
+    neck_local.write_bytes(b'')
+    model = dict(
+        pretrained='https://example.org/r50.pth',
+        backbone=dict(pretrained=str(local),
+                      init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://resnet50')),
+        neck=dict(init_cfg=[dict(type='Pretrained', checkpoint=str(neck_local)),
+                            dict(type='Pretrained', checkpoint='torchvision://resnet50'),
+                            dict(type='Kaiming', layer='Conv2d')]),
+        decode_head=dict(init_cfg=dict(type='Normal', std=0.01)))
+    assert disable_pretrained(model) == sorted([str(local), str(neck_local)])
+    assert model['pretrained'] is None and model['backbone']['pretrained'] == str(local)
+    assert model['backbone']['init_cfg'] is None
+    assert model['neck']['init_cfg'] == [dict(type='Pretrained', checkpoint=str(neck_local)),
+                                         dict(type='Kaiming', layer='Conv2d')]
+    assert model['decode_head']['init_cfg'] == dict(type='Normal', std=0.01)

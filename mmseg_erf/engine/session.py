@@ -115,8 +115,7 @@ class ERFSession:
         with torch.enable_grad(), frozen_parameters(self.model):
             features = self.taps(batch)
             maps = input_gradient_maps(features, batch, self.point, self.class_index)
-        self.open_accumulator(batch.shape[-2:])
-        self.accumulator.add({n: m.numpy() for n, m in maps.items()})
+        self.open_accumulator(batch.shape[-2:]).add({n: m.numpy() for n, m in maps.items()})
         return int(keep.sum())
 
     def open_accumulator(self, shape: Sequence[int]) -> ERFAccumulator:
