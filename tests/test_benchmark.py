@@ -99,3 +99,20 @@ def test_windowed_conv_grads_equal_dense(cin, cout, k, stride, pad, dil, groups,
             (windowed, ) = torch.autograd.grad(score, x, retain_graph=True)
         assert torch.allclose(windowed, dense, rtol=1e-5, atol=1e-6 * float(dense.abs().max()))
         assert torch.equal(windowed == 0, dense == 0)
+
+
+def test_scan_benchmark_runs_both_storage_orders():
+    """tools/benchmark_scan.py at a small size: both rows print, float64 agrees."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / 'tools' / 'benchmark_scan.py'
+    run = subprocess.run([sys.executable, str(script), '--length', '96', '--channels', '8',
+                          '--repeats', '1', '--reference-repeats', '1', '--threads', '1'],
+                         capture_output=True, text=True, timeout=300, check=True)
+    rows = re.findall(r'^(channel-major|token-major \(MM_VSSM\)) .* [\d.]+x / +[\d.]+x$',
+                      run.stdout, re.MULTILINE)
+    assert rows == ['channel-major', 'token-major (MM_VSSM)'], run.stdout
+    worst = float(re.search(r'max relative error: (\S+)', run.stdout).group(1))
+    assert worst < 1e-12, run.stdout

@@ -1,7 +1,6 @@
 """The stack works: mmcv ops, mmseg models built from shipped configs, input gradients."""
 import os
 
-import pytest
 import torch
 
 

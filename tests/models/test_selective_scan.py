@@ -1,4 +1,6 @@
 """The pure-PyTorch selective scan against the sequential float64 reference."""
+import importlib
+
 import pytest
 import torch
 
@@ -128,6 +130,77 @@ def test_token_major_entry_point_matches():
                                    inputs['C'].permute(0, 3, 1, 2), inputs['D'],
                                    inputs['delta_bias'], True, chunk_size=8)
     assert rel_err(tokens.transpose(1, 2), ref) < 1e-13
+
+
+scan_module = importlib.import_module('mmseg_erf.models.vmamba.selective_scan')
+
+
+def spy_closed_forms(monkeypatch):
+    """Counts (calls, successes) of the two closed-form scans."""
+    counts = {}
+    for name in ('_closed_form_scan', '_closed_form_adjoint'):
+        real = getattr(scan_module, name)
+        counts[name] = [0, 0]
+
+        def spy(*args, _real=real, _count=counts[name]):
+            done = _real(*args)
+            _count[0] += 1
+            _count[1] += done
+            return done
+
+        monkeypatch.setattr(scan_module, name, spy)
+    return counts
+
+
+@pytest.mark.parametrize('nstate,length,chunk', [(1, 64, None), (2, 64, None), (2, 80, 32)])
+def test_closed_form_tiles_match_reference(monkeypatch, nstate, length, chunk):
+    """Channel-major tiles narrower than a direction (several tiles add into the
+    same dB, dC), scanned in closed form both ways; the last, shorter chunk of
+    L=80 takes the prefix scan."""
+    batch = 2
+    monkeypatch.setattr(scan_module, 'AUTO_CHUNK_ELEMENTS', batch * 64 * nstate * 2)
+    counts = spy_closed_forms(monkeypatch)
+    inputs = make_inputs(batch, 2, 6, nstate, length, seed=6)
+    grad_out = torch.randn(batch, 12, length, dtype=torch.float64)
+    ref, ref_grads = run(selective_scan_reference, inputs, grad_out, delta_softplus=True)
+    out, grads = run(selective_scan, inputs, grad_out, delta_softplus=True, chunk_size=chunk)
+    assert scan_module._tile_width(inputs['u'].transpose(1, 2), 6, chunk or length, nstate) < 6
+    assert counts['_closed_form_scan'][1] > 0 and counts['_closed_form_adjoint'][1] > 0
+    assert rel_err(out, ref) < 1e-12
+    for name, ref_grad in ref_grads.items():
+        assert rel_err(grads[name], ref_grad) < 1e-12, name
+
+
+def test_closed_form_falls_back_where_decays_are_strong(monkeypatch):
+    """Strong decays in the first half of the sequence only: those blocks go to the
+    prefix scan, the rest stay in closed form, and float32 stays accurate."""
+    counts = spy_closed_forms(monkeypatch)
+    inputs = make_inputs(1, 2, 4, 1, 256, seed=7)
+    inputs['delta'][..., :128] = inputs['delta'][..., :128].abs() * 20 + 30
+    grad_out = torch.randn(1, 8, 256, dtype=torch.float64)
+    ref, ref_grads = run(selective_scan_reference, inputs, grad_out, delta_softplus=True)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        cast = {k: v.to(dtype) for k, v in inputs.items()}
+        out, grads = run(selective_scan, cast, grad_out.to(dtype), delta_softplus=True,
+                         chunk_size=64)
+        assert rel_err(out.double(), ref) < tol
+        for name in ('u', 'delta', 'B', 'C', 'D'):
+            assert rel_err(grads[name].double(), ref_grads[name]) < tol * 10, name
+    for calls, done in counts.values():
+        assert 0 < done < calls
+
+
+def test_backward_keeps_step_sizes_not_delta():
+    """With softplus, autograd holds the step sizes and states, not delta as well:
+    one more (L, K*D) tensor per VMamba block alive until backward."""
+    inputs = {k: v.clone().requires_grad_() for k, v in make_inputs(1, 2, 3, 1, 20).items()}
+    delta = inputs['delta']
+    node = selective_scan(**inputs, delta_softplus=True).grad_fn
+    while not hasattr(node, 'saved_tensors'):  # past the transpose back to (batch, K*D, L)
+        node = node.next_functions[0][0]
+    held = [t.untyped_storage().data_ptr() for t in node.saved_tensors if t is not None]
+    assert delta.untyped_storage().data_ptr() not in held
+    assert inputs['u'].untyped_storage().data_ptr() in held
 
 
 @pytest.mark.parametrize('length', [1, 2, 3, 8, 13, 64])

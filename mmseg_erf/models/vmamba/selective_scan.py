@@ -7,20 +7,33 @@ For every channel ``c`` of group ``k`` (c in k*D .. k*D + D - 1) and state ``n``
     y[t]    = sum_n C[k, n, t] * h[n, t] + D * u[t]
 
 VMamba's pure-PyTorch fallback loops over every position (about a minute and
-a half per 512x512 ERF of VMamba-T on 2 CPU cores). Here the sequence is cut
-into chunks of ``chunk_size`` positions; the state is carried from one chunk
-to the next, and inside a chunk the recurrence ``h[t] = a[t] h[t-1] + b[t]``
-is solved by a parallel prefix scan (pairwise reduction, log2(chunk_size)
-vectorised levels). The scan only multiplies decays ``a = exp(dt * A)`` in
-(0, 1], so nothing overflows whatever the step sizes, unlike
-``exp(-cumsum(dt * A))`` formulations, and float32 keeps ~1e-7 relative
-accuracy. Work runs in the layout the inputs come in: channel-major (batch,
-K*D, L) from :func:`selective_scan` (no transposing copies) or token-major
-(batch, L, K*D) from :func:`selective_scan_tokens`, which the VMamba block
-uses; the states and the per-chunk scratch buffers follow that layout, and
-the scratch buffers are allocated once per call. The backward pass is written
-out (the adjoint recurrence is the same scan run backwards, chunk by chunk):
-autograd keeps only the inputs, the step sizes and the states.
+a half per 512x512 ERF of VMamba-T on 2 CPU cores). Here the work runs tile
+by tile: a block of channels times a chunk of ``chunk_size`` positions, the
+state carried from one chunk to the next. Inside a tile the recurrence
+``h[t] = a[t] h[t-1] + b[t]`` is solved without a loop over positions:
+
+* by a parallel prefix scan (pairwise reduction, log2(chunk) vectorised
+  levels) that only multiplies decays ``a = exp(dt * A)`` in (0, 1], so
+  nothing overflows whatever the step sizes and float32 keeps ~1e-7 relative
+  accuracy;
+* or, for channel-major tiles with decays in (0, 1] (softplus step sizes and
+  A <= 0, the Mamba/VMamba case), in closed form over blocks of 16 positions:
+  running products and sums along memory-contiguous rows, a few passes
+  instead of log2(chunk) strided levels. A block whose running product would
+  come near underflow falls back to the prefix scan, so strong decays stay
+  exact.
+
+Work runs in the layout the inputs come in: channel-major (batch, K*D, L)
+from :func:`selective_scan` (no transposing copies) or token-major (batch, L,
+K*D) from :func:`selective_scan_tokens`, which the VMamba block uses. A
+token-major tile takes every channel and a chunk of positions (a contiguous
+slab); a channel-major tile takes a few channels of one direction over the
+whole sequence (a contiguous run per channel), because reading short runs
+from many rows is what made channel-major chunks slow. The states and the
+scratch buffers follow the layout, and the scratch buffers are allocated once
+per call. The backward pass is written out (the adjoint recurrence is the
+same scan run backwards): autograd keeps only the inputs, the step sizes and
+the states.
 """
 from typing import Optional
 
@@ -31,12 +44,17 @@ from .cuda_scan import cuda_backend_available, selective_scan_cuda
 
 __all__ = ['selective_scan', 'selective_scan_tokens', 'selective_scan_reference', 'linear_scan']
 
-#: Target number of state elements (batch x chunk x channels x N) per chunk when
-#: chunk_size is None (8 MiB per float32 scratch buffer; 4096 positions at
-#: VMamba-T's stage-1 width). Measured at that shape on 2 cores: 1 << 21 beats
-#: 1 << 19 and 1 << 20 by 10-25 % in both layouts, because the per-operation overhead
-#: and the log2(chunk) levels of the pairwise scan are amortised over more work.
-AUTO_CHUNK_ELEMENTS = 1 << 21
+#: Target number of state elements (batch x positions x channels x N) per tile
+#: when chunk_size is None: 4 MiB per float32 scratch buffer, i.e. 2048
+#: positions x 384 channels (token-major) or 48 channels x 16384 positions
+#: (channel-major) at VMamba-T's stage-1 shape. Measured there on 2 cores,
+#: 1 << 20 beats 1 << 21 and matches 1 << 19.
+AUTO_CHUNK_ELEMENTS = 1 << 20
+#: Positions per block of the closed-form scan.
+_CLOSED_FORM_BLOCK = 16
+#: A block whose product of decays falls below this goes to the prefix scan: its
+#: running products would lose precision, then underflow.
+_TINY = {torch.float32: 1e-18, torch.float64: 1e-150}
 _BACKENDS = ('auto', 'torch', 'cuda')
 
 
@@ -95,40 +113,167 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, out: Optional[torch.Tensor] = 
     return out
 
 
+def _closed_form_scan(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor,
+                      block: int) -> bool:
+    """``linear_scan(a, b, out=b)`` for decays in (0, 1], in closed form per block.
+
+    Inside each block of ``block`` positions, ``h[t] = P[t] * cumsum(b / P)[t]``
+    with ``P = cumprod(a)``; the block ends are chained by a short
+    :func:`linear_scan`. A few passes along contiguous rows (channel-major)
+    instead of the log2(L) strided levels of the pairwise scan. ``P[t] / P[s]``
+    carries the rounding of the steps between s and t only (both come from one
+    running product), so the accuracy is that of the sequential recurrence as
+    long as ``P`` stays far from underflow.
+
+    Args:
+        a (Tensor): Decays in (0, 1], (Bt, L, C) with L a multiple of block.
+        b (Tensor): Inputs, same shape; overwritten with the states.
+        scratch (Tensor): At least the shape of ``a``, for the running products.
+        block (int): Positions per block.
+
+    Returns:
+        bool: False (and ``b`` untouched) when a block's decays multiply to
+        less than ``_TINY`` (strongly decaying steps): use :func:`linear_scan`.
+    """
+    bt, length, width = b.shape
+    blocks = length // block
+    prods = torch.cumprod(a.unflatten(1, (blocks, block)), 2,
+                          out=scratch[:, :length].unflatten(1, (blocks, block)))
+    # clone() keeps the position-fastest order (.contiguous() would gather across rows)
+    ends = prods[:, :, -1].clone()
+    if ends.amin().item() < _TINY[b.dtype]:
+        return False
+    hb = b.unflatten(1, (blocks, block))
+    hb.div_(prods).cumsum_(2)
+    if blocks > 1:
+        carried = linear_scan(ends, hb[:, :, -1] * ends)
+        hb[:, 1:] += carried[:, :-1, None]
+    hb.mul_(prods)
+    return True
+
+
+def _closed_form_adjoint(a: torch.Tensor, g: torch.Tensor, carry: Optional[torch.Tensor],
+                         scratch: torch.Tensor, sums: torch.Tensor, block: int) -> bool:
+    """``g[t] += a[t + 1] * g[t + 1]`` run backwards, in closed form per block.
+
+    The reverse of :func:`_closed_form_scan`: with ``P = cumprod(a)`` per block,
+    ``g[t] = (sum_{s >= t} P[s] g[s] + P[end] E) / P[t]``, where ``E`` comes in
+    from the next block (``carry`` for the last one) and the suffix sums are
+    one matrix product with a triangular matrix of ones (cumsum has no reverse
+    and ``total - prefix`` would cancel catastrophically). Channel-major only:
+    the blocks must be contiguous rows.
+
+    Args:
+        a (Tensor): Decays in (0, 1], (Bt, L, C) stored as (Bt, C, L).
+        g (Tensor): dL/dh, same shape and storage; overwritten with the adjoint.
+        carry (Tensor, optional): ``a[L] * g[L]`` from the positions after L, (Bt, C).
+        scratch, sums (Tensor): Dense (Bt, L, C) buffers stored like ``g``.
+        block (int): Positions per block.
+
+    Returns:
+        bool: False (and ``g`` untouched) when the layout does not allow it or a
+        block decays below ``_TINY``.
+    """
+    bt, length, width = g.shape
+    rows, sum_rows = g.transpose(1, 2), sums.transpose(1, 2)
+    if length % block or not (rows.is_contiguous() and sum_rows.is_contiguous()):
+        return False
+    blocks = length // block
+    prods = torch.cumprod(a.unflatten(1, (blocks, block)), 2,
+                          out=scratch.unflatten(1, (blocks, block)))
+    ends = prods[:, :, -1].clone()  # position-fastest, as in _closed_form_scan
+    if ends.amin().item() < _TINY[g.dtype]:
+        return False
+    gb = g.unflatten(1, (blocks, block))
+    gb.mul_(prods)
+    suffix = torch.ones(block, block, dtype=g.dtype, device=g.device).tril_()
+    torch.mm(rows.view(-1, block), suffix, out=sum_rows.view(-1, block))
+    sb = sums.unflatten(1, (blocks, block))
+    # what enters block j from the right: E[j] = P_end[j + 1] E[j + 1] + S[j + 1, start]
+    decay, inflow = torch.zeros_like(ends), torch.empty_like(ends)
+    decay[:, :-1] = ends[:, 1:]
+    inflow[:, :-1] = sb[:, 1:, 0]
+    inflow[:, -1] = 0 if carry is None else carry
+    entering = linear_scan(decay, inflow, reverse=True)
+    sb += (ends * entering)[:, :, None]
+    torch.div(sb, prods, out=gb)
+    return True
+
+
 def _channel_major(t: torch.Tensor) -> bool:
     """(Bt, L, K*D) stored as (Bt, K*D, L): the layout of :func:`selective_scan`'s inputs."""
     return t.stride(1) == 1 and t.shape[1] > 1
 
 
-def _new_tokens(u: torch.Tensor, length: int) -> torch.Tensor:
-    """Uninitialised (Bt, length, K*D) in the memory layout of ``u``."""
-    bt, _, kd = u.shape
+def _new_tokens(u: torch.Tensor, length: int, width: int) -> torch.Tensor:
+    """Uninitialised (Bt, length, width) in the memory layout of ``u``."""
     if _channel_major(u):
-        return u.new_empty(bt, kd, length).transpose(1, 2)
-    return u.new_empty(bt, length, kd)
+        return u.new_empty(u.shape[0], width, length).transpose(1, 2)
+    return u.new_empty(u.shape[0], length, width)
 
 
-def _new_states(u: torch.Tensor, length: int, nstate: int) -> torch.Tensor:
-    """Uninitialised (Bt, length, K*D, N): position-contiguous for channel-major ``u``
-    (every chunk operation then reads runs along L), else channel-contiguous."""
-    bt, _, kd = u.shape
+def _new_states(u: torch.Tensor, length: int, width: int, nstate: int) -> torch.Tensor:
+    """Uninitialised (Bt, length, width, N): position-contiguous for channel-major ``u``
+    (every operation then reads runs along L), else channel-contiguous."""
     if _channel_major(u):
-        return u.new_empty(bt, kd, nstate, length).permute(0, 3, 1, 2)
-    return u.new_empty(bt, length, kd, nstate)
+        return u.new_empty(u.shape[0], width, nstate, length).permute(0, 3, 1, 2)
+    return u.new_empty(u.shape[0], length, width, nstate)
 
 
-def _chunks(length: int, chunk: int, reverse: bool = False):
+def _closed_form_applies(u: torch.Tensor, A: torch.Tensor, delta_softplus: bool) -> bool:
+    """Channel-major tiles with decays in (0, 1]: softplus step sizes (>= 0) and
+    A <= 0, as in Mamba and VMamba."""
+    return _channel_major(u) and delta_softplus and bool((A <= 0).all())
+
+
+def _tile_width(u: torch.Tensor, dim: int, chunk: int, nstate: int) -> int:
+    """Channels per tile: all of them for token-major ``u``; for channel-major ``u``
+    the widest divisor of D (a tile stays inside one direction) whose
+    (width x chunk x N) state fits AUTO_CHUNK_ELEMENTS. A channel-major tile is
+    then one contiguous run of memory per channel, which the caches stream."""
+    kd = u.shape[2]
+    if not _channel_major(u):
+        return kd
+    fits = max(1, AUTO_CHUNK_ELEMENTS // max(1, u.shape[0] * chunk * nstate))
+    return max(w for w in range(1, dim + 1) if dim % w == 0 and w <= fits)
+
+
+def _tiles(length: int, chunk: int, kd: int, width: int, reverse: bool = False):
+    """(channel slice, position slice): channel blocks, each cut into position
+    chunks in scan order (the state carries along them)."""
     starts = range(0, length, chunk)
-    for start in (reversed(starts) if reverse else starts):
-        yield slice(start, min(start + chunk, length))
+    for c0 in range(0, kd, width):
+        for start in (reversed(starts) if reverse else starts):
+            yield slice(c0, c0 + width), slice(start, min(start + chunk, length))
+
+
+class _Tile:
+    """Shapes and parameter slices of one tile (channels ``cs``, positions ``ps``)."""
+
+    def __init__(self, cs: slice, ps: slice, dim: int, A, B, C, D, delta_bias):
+        self.cs, self.ps = cs, ps
+        self.length = ps.stop - ps.start
+        gs = slice(cs.start // dim, (cs.stop - 1) // dim + 1)  # the directions it spans
+        self.groups = gs.stop - gs.start
+        self.dim = (cs.stop - cs.start) // self.groups
+        self.gs = gs
+        self.A, self.B, self.C = A[cs], B[:, ps, gs], C[:, ps, gs]
+        self.D = None if D is None else D[cs]
+        self.delta_bias = None if delta_bias is None else delta_bias[cs]
+
+    def grouped(self, t: torch.Tensor) -> torch.Tensor:
+        """(Bt, L, width[, N]) -> (Bt, L, groups, dim, N or 1)."""
+        bt, length = t.shape[:2]
+        return t.view(bt, length, self.groups, self.dim, -1)
 
 
 class _SelectiveScanTokensFn(torch.autograd.Function):
     """u, delta: (Bt, L, K*D), either layout; B, C: (Bt, L, K, N); one dtype.
 
-    Every per-chunk temporary lives in a scratch buffer allocated once per call
+    The work runs tile by tile (a block of channels x a chunk of positions).
+    Every per-tile temporary lives in a scratch buffer allocated once per call
     (in the layout of ``u``) and is written with ``out=``: fresh multi-MiB
-    temporaries per chunk would be page-faulted in anew each time.
+    temporaries per tile would be page-faulted in anew each time.
     """
 
     @staticmethod
@@ -137,39 +282,53 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         groups, nstate = B.shape[2], B.shape[3]
         dim = kd // groups
         chunk = min(chunk, length)
+        width = _tile_width(u, dim, chunk, nstate)
         transform = delta_bias is not None or delta_softplus
         dts = torch.empty_like(delta) if transform else delta  # step sizes, saved
         out = torch.empty_like(u)
-        # the states are kept for backward only; without grad one chunk's worth is enough
+        # the states are kept for backward only; without grad one tile's worth is enough
         keep = any(ctx.needs_input_grad)
-        states = _new_states(u, length if keep else chunk, nstate)
-        decay_buf, drive_buf = _new_states(u, chunk, nstate), _new_tokens(u, chunk)
+        states = _new_states(u, length, kd, nstate) if keep else None
+        decay_buf, drive_buf = _new_states(u, chunk, width, nstate), _new_tokens(u, chunk, width)
+        closed_form = _closed_form_applies(u, A, delta_softplus)
+        prod_buf = _new_states(u, chunk, width, nstate) if closed_form else None
+        state_buf = None if keep else _new_states(u, chunk, width, nstate)
         last = None
-        for sl in _chunks(length, chunk):
-            t = sl.stop - sl.start
-            dt, h = dts[:, sl], (states[:, sl] if keep else states[:, :t])
-            if delta_bias is not None:
-                torch.add(delta[:, sl], delta_bias, out=dt)
+        for cs, ps in _tiles(length, chunk, kd, width):
+            tile = _Tile(cs, ps, dim, A, B, C, D, delta_bias)
+            t = tile.length
+            if ps.start == 0:
+                last = None  # a new block of channels starts from the zero state
+            dt, u_t = dts[:, ps, cs], u[:, ps, cs]
+            h = states[:, ps, cs] if keep else state_buf[:, :t]
+            z = delta[:, ps, cs]
+            if delta_bias is not None:  # in scratch when softplus follows: dts is written once
+                z = torch.add(z, tile.delta_bias, out=drive_buf[:, :t] if delta_softplus else dt)
             if delta_softplus:
-                F.softplus(dt if delta_bias is not None else delta[:, sl], 1, 20, out=dt)
+                F.softplus(z, 1, 20, out=dt)
             a = decay_buf[:, :t]
-            torch.mul(dt[..., None], A, out=a).exp_()
-            dtu = torch.mul(dt, u[:, sl], out=drive_buf[:, :t])
-            torch.mul(dtu.view(bt, t, groups, dim, 1), B[:, sl, :, None],
-                      out=h.view(bt, t, groups, dim, nstate))
+            torch.mul(dt[..., None], tile.A, out=a).exp_()
+            dtu = torch.mul(dt, u_t, out=drive_buf[:, :t])
+            torch.mul(tile.grouped(dtu), tile.B[:, :, :, None], out=tile.grouped(h))
             if last is not None:  # the state carried in from the previous chunk
                 h[:, 0].addcmul_(a[:, 0], last)
-            linear_scan(a.view(bt, t, -1), h.view(bt, t, -1), out=h.view(bt, t, -1))
+            a2, h2 = a.view(bt, t, -1), h.view(bt, t, -1)
+            if not (closed_form and t % _CLOSED_FORM_BLOCK == 0 and _closed_form_scan(
+                    a2, h2, prod_buf.view(bt, chunk, -1), _CLOSED_FORM_BLOCK)):
+                linear_scan(a2, h2, out=h2)
             last = h[:, -1] if keep else h[:, -1].clone()  # the scratch gets overwritten
-            y = out[:, sl].view(bt, t, groups, dim)
-            h5 = h.view(bt, t, groups, dim, nstate)
+            # y = sum_n C h + D u, built in scratch so that ``out`` is written once
+            y = tile.grouped(out[:, ps, cs])[..., 0]
+            h5 = tile.grouped(h)
+            skip = None if D is None else tile.grouped(torch.mul(u_t, tile.D, out=dtu))[..., 0]
             if nstate == 1:
-                torch.mul(h5[..., 0], C[:, sl, :, None, 0], out=y)
+                h_c = (h5[..., 0], tile.C[:, :, :, None, 0])
+                torch.mul(*h_c, out=y) if skip is None else torch.addcmul(skip, *h_c, out=y)
             else:
-                torch.mul(h5, C[:, sl, :, None], out=decay_buf[:, :t].view(h5.shape))
-                torch.sum(decay_buf[:, :t].view(h5.shape), -1, out=y)
-            if D is not None:
-                out[:, sl].addcmul_(u[:, sl], D)
+                product = torch.mul(h5, tile.C[:, :, :, None], out=tile.grouped(a))
+                torch.sum(product, -1, out=y)
+                if skip is not None:
+                    y += skip
         ctx.save_for_backward(u, dts, A, B, C, D, states)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
         ctx.has_bias = delta_bias is not None
@@ -184,88 +343,109 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         groups, nstate = B.shape[2], B.shape[3]
         dim = kd // groups
         chunk = ctx.chunk
+        width = _tile_width(u, dim, chunk, nstate)
         if grad_out.stride() == u.stride():
             gy_all = grad_out
         else:
             gy_all = torch.empty_like(u).copy_(grad_out)
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dA = torch.zeros_like(A) if need[2] else None
-        dB = torch.empty_like(B) if need[3] else None
-        dC = torch.empty_like(C) if need[4] else None
+        # several channel blocks of one direction add to the same dB, dC entries
+        dB = torch.zeros_like(B) if need[3] else None
+        dC = torch.zeros_like(C) if need[4] else None
         dD = torch.zeros_like(D) if D is not None and need[5] else None
-        decay_buf, adjoint_buf, product_buf = (_new_states(u, chunk, nstate) for _ in range(3))
-        dtu_buf, ddtu_buf, ddt_buf = (_new_tokens(u, chunk) for _ in range(3))
+        dbias = u.new_zeros(kd) if ctx.has_bias and need[6] else None
+        decay_buf, adjoint_buf, product_buf = (
+            _new_states(u, chunk, width, nstate) for _ in range(3))
+        closed_form = _closed_form_applies(u, A, ctx.delta_softplus)
+        prod_buf = _new_states(u, chunk, width, nstate) if closed_form else None
+        dtu_buf, ddtu_buf, ddt_buf = (_new_tokens(u, chunk, width) for _ in range(3))
         carry = None  # a[t] * g[t] at the first position of the next chunk
-        for sl in _chunks(length, chunk, reverse=True):
-            t = sl.stop - sl.start
-            dt, u_c, gy, h = dts[:, sl], u[:, sl], gy_all[:, sl], states[:, sl]
-            shape5 = (bt, t, groups, dim, nstate)
-            gy5 = gy.view(bt, t, groups, dim, 1)
-            h5 = h.view(shape5)
-            product = product_buf[:, :t].view(shape5)
-            a = torch.mul(dt[..., None], A, out=decay_buf[:, :t]).exp_()
+        for cs, ps in _tiles(length, chunk, kd, width, reverse=True):
+            tile = _Tile(cs, ps, dim, A, B, C, D, None)
+            t = tile.length
+            if ps.stop == length:
+                carry = None  # a new block of channels: nothing comes after its end
+            dt, u_t, gy, h = dts[:, ps, cs], u[:, ps, cs], gy_all[:, ps, cs], states[:, ps, cs]
+            gy5, h5 = tile.grouped(gy), tile.grouped(h)
+            product = tile.grouped(product_buf[:, :t])
+            a = torch.mul(dt[..., None], tile.A, out=decay_buf[:, :t]).exp_()
             if dC is not None:
-                torch.sum(torch.mul(gy5, h5, out=product), 3, out=dC[:, sl])
+                dC[:, ps, tile.gs] += torch.mul(gy5, h5, out=product).sum(3)
             # adjoint recurrence: g[t] = dL/dh[t] + a[t + 1] g[t + 1], run backwards in
             # place on dL/dh; the last position takes the carry from the next chunk
             g = adjoint_buf[:, :t]
-            torch.mul(gy5, C[:, sl, :, None], out=g.view(shape5))
-            if carry is not None:
-                g[:, -1] += carry
-            if t > 1:
-                g[:, -2].addcmul_(a[:, -1], g[:, -1])
-                rest = g[:, :-1].view(bt, t - 1, -1)
-                linear_scan(a[:, 1:].view(bt, t - 1, -1), rest, out=rest, reverse=True)
+            torch.mul(gy5, tile.C[:, :, :, None], out=tile.grouped(g))
+            if not (closed_form and _closed_form_adjoint(
+                    a.view(bt, t, -1), g.view(bt, t, -1),
+                    None if carry is None else carry.view(bt, -1),
+                    prod_buf[:, :t].view(bt, t, -1), product.view(bt, t, -1),
+                    _CLOSED_FORM_BLOCK)):
+                if carry is not None:
+                    g[:, -1] += carry
+                if t > 1:
+                    g[:, -2].addcmul_(a[:, -1], g[:, -1])
+                    rest = g[:, :-1].view(bt, t - 1, -1)
+                    linear_scan(a[:, 1:].view(bt, t - 1, -1), rest, out=rest, reverse=True)
             carry = a[:, 0] * g[:, 0]
-            g5 = g.view(shape5)
-            dtu = torch.mul(dt, u_c, out=dtu_buf[:, :t])
+            g5 = tile.grouped(g)
+            dtu = torch.mul(dt, u_t, out=dtu_buf[:, :t])
             if dB is not None:
-                torch.sum(torch.mul(g5, dtu.view(bt, t, groups, dim, 1), out=product), 3,
-                          out=dB[:, sl])
+                dB[:, ps, tile.gs] += torch.mul(g5, tile.grouped(dtu), out=product).sum(3)
             ddtu = ddtu_buf[:, :t]
             if nstate == 1:
-                torch.mul(g5[..., 0], B[:, sl, :, None, 0], out=ddtu.view(bt, t, groups, dim))
+                torch.mul(g5[..., 0], tile.B[:, :, :, None, 0], out=tile.grouped(ddtu)[..., 0])
             else:
-                torch.sum(torch.mul(g5, B[:, sl, :, None], out=product), -1,
-                          out=ddtu.view(bt, t, groups, dim))
+                torch.sum(torch.mul(g5, tile.B[:, :, :, None], out=product), -1,
+                          out=tile.grouped(ddtu)[..., 0])
             # dL/d(dt A)[t] = g[t] a[t] h[t - 1], with h[-1] = 0
             dla = a
             dla[:, 1:].mul_(h[:, :-1])
-            if sl.start > 0:
-                dla[:, 0].mul_(states[:, sl.start - 1])
+            if ps.start > 0:
+                dla[:, 0].mul_(states[:, ps.start - 1, cs])
             else:
                 dla[:, 0] = 0
             dla.mul_(g)
             if dA is not None:
-                dA += torch.mul(dla, dt[..., None], out=product_buf[:, :t]).sum((0, 1))
+                dA[cs] += torch.mul(dla, dt[..., None], out=product_buf[:, :t]).sum((0, 1))
             ddt = ddt_buf[:, :t]
             if nstate == 1:
-                torch.mul(dla[..., 0], A[:, 0], out=ddt)
+                torch.mul(dla[..., 0], tile.A[:, 0], out=ddt)
             else:
-                torch.sum(torch.mul(dla, A, out=product_buf[:, :t]), -1, out=ddt)
-            ddt.addcmul_(ddtu, u_c)  # dL/d dt
-            torch.mul(ddtu, dt, out=du[:, sl])
+                torch.sum(torch.mul(dla, tile.A, out=product_buf[:, :t]), -1, out=ddt)
+            ddt.addcmul_(ddtu, u_t)  # dL/d dt
+            # the full-size gradients are written once each, from scratch
             if D is not None:
-                du[:, sl].addcmul_(gy, D)
+                skip = torch.mul(gy, tile.D, out=dtu_buf[:, :t])
+                torch.addcmul(skip, ddtu, dt, out=du[:, ps, cs])
                 if dD is not None:
-                    dD += torch.mul(gy, u_c, out=dtu_buf[:, :t]).sum((0, 1))
+                    dD[cs] += torch.mul(gy, u_t, out=ddtu).sum((0, 1))
+            else:
+                torch.mul(ddtu, dt, out=du[:, ps, cs])
             if ctx.delta_softplus:
-                # d softplus(z) / dz = sigmoid(z) = -expm1(-softplus(z)); expm1 keeps
-                # full precision for the small step sizes VMamba starts from
-                neg_slope = torch.neg(dt, out=dtu_buf[:, :t]).expm1_()
-                if neg_slope.dtype == torch.float64:
+                # d softplus(z) / dz = sigmoid(z) = -expm1(-dt), from the saved step
+                # sizes: keeping z too would hold one more (L, K*D) tensor per scan until
+                # backward. expm1 keeps full precision for the small step sizes VMamba
+                # starts from.
+                slope = torch.neg(dt, out=dtu_buf[:, :t]).expm1_().neg_()
+                if slope.dtype == torch.float64:
                     # F.softplus is the identity above its threshold 20, so its
                     # gradient is exactly 1 there (float32 rounds to 1 anyway)
-                    neg_slope.masked_fill_(dt > 20, -1.0)
-                torch.mul(ddt, neg_slope, out=ddelta[:, sl]).neg_()
+                    slope.masked_fill_(dt > 20, 1.0)
+                torch.mul(ddt, slope, out=ddelta[:, ps, cs])
             else:
-                ddelta[:, sl] = ddt
-        dbias = ddelta.sum((0, 1)) if ctx.has_bias and need[6] else None
+                ddelta[:, ps, cs] = ddt
+            if dbias is not None:  # summed while the tile is still in cache
+                dbias[cs] += ddelta[:, ps, cs].sum((0, 1))
         return du, ddelta, dA, dB, dC, dD, dbias, None, None
 
 
-def _auto_chunk(batch: int, channels: int, nstate: int, length: int) -> int:
-    per_position = max(1, batch * channels * nstate)
+def _auto_chunk(u: torch.Tensor, nstate: int) -> int:
+    """Positions per chunk: about AUTO_CHUNK_ELEMENTS states per tile (a power of 2).
+    Channel-major tiles are narrow instead (see _tile_width), so they take the whole
+    sequence when one channel's states fit."""
+    batch, length, channels = u.shape
+    per_position = max(1, batch * nstate * (1 if _channel_major(u) else channels))
     chunk = 1 << max(4, (AUTO_CHUNK_ELEMENTS // per_position).bit_length() - 1)
     return min(chunk, length)
 
@@ -292,9 +472,7 @@ def selective_scan_tokens(u: torch.Tensor,
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     batch, length, channels = u.shape
     nstate = A.shape[1]
-    if chunk_size is None:
-        chunk_size = _auto_chunk(batch, channels, nstate, length)
-    elif not (isinstance(chunk_size, int) and chunk_size >= 1):
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise ValueError(f'selective_scan: chunk_size must be a positive int or None; '
                          f'got {chunk_size!r}')
 
@@ -305,9 +483,11 @@ def selective_scan_tokens(u: torch.Tensor,
         t = cast(t)
         return t if t.is_contiguous() or t.transpose(1, 2).is_contiguous() else t.contiguous()
 
-    return _SelectiveScanTokensFn.apply(dense(u), dense(delta), cast(A), cast(B), cast(C),
-                                        cast(D), cast(delta_bias), bool(delta_softplus),
-                                        int(chunk_size))
+    u, delta = dense(u), dense(delta)
+    if chunk_size is None:
+        chunk_size = _auto_chunk(u, nstate)
+    return _SelectiveScanTokensFn.apply(u, delta, cast(A), cast(B), cast(C), cast(D),
+                                        cast(delta_bias), bool(delta_softplus), int(chunk_size))
 
 
 def _check_inputs(u, delta, A, B, C, D, delta_bias):
