@@ -113,6 +113,23 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, out: Optional[torch.Tensor] = 
     return out
 
 
+def _block_products(a: torch.Tensor, scratch: torch.Tensor, block: int):
+    """Running products of the decays inside each block of ``block`` positions,
+    written to ``scratch`` as (Bt, blocks, block, C), and the block totals
+    (Bt, blocks, C); None when L is not a multiple of ``block`` or a block's
+    total falls below ``_TINY``."""
+    length = a.shape[1]
+    if length % block:
+        return None
+    shape = (length // block, block)
+    prods = torch.cumprod(a.unflatten(1, shape), 2, out=scratch.unflatten(1, shape))
+    # clone() keeps the position-fastest order (.contiguous() would gather across rows)
+    ends = prods[:, :, -1].clone()
+    if ends.amin().item() < _TINY[a.dtype]:
+        return None
+    return prods, ends
+
+
 def _closed_form_scan(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor,
                       block: int) -> bool:
     """``linear_scan(a, b, out=b)`` for decays in (0, 1], in closed form per block.
@@ -126,26 +143,23 @@ def _closed_form_scan(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor,
     long as ``P`` stays far from underflow.
 
     Args:
-        a (Tensor): Decays in (0, 1], (Bt, L, C) with L a multiple of block.
+        a (Tensor): Decays in (0, 1], (Bt, L, C).
         b (Tensor): Inputs, same shape; overwritten with the states.
-        scratch (Tensor): At least the shape of ``a``, for the running products.
+        scratch (Tensor): The shape of ``a``, for the running products.
         block (int): Positions per block.
 
     Returns:
-        bool: False (and ``b`` untouched) when a block's decays multiply to
-        less than ``_TINY`` (strongly decaying steps): use :func:`linear_scan`.
+        bool: False (and ``b`` untouched) when L is not a multiple of ``block``
+        or a block's decays multiply to less than ``_TINY`` (strongly decaying
+        steps): use :func:`linear_scan`.
     """
-    bt, length, width = b.shape
-    blocks = length // block
-    prods = torch.cumprod(a.unflatten(1, (blocks, block)), 2,
-                          out=scratch[:, :length].unflatten(1, (blocks, block)))
-    # clone() keeps the position-fastest order (.contiguous() would gather across rows)
-    ends = prods[:, :, -1].clone()
-    if ends.amin().item() < _TINY[b.dtype]:
+    products = _block_products(a, scratch, block)
+    if products is None:
         return False
-    hb = b.unflatten(1, (blocks, block))
+    prods, ends = products
+    hb = b.unflatten(1, prods.shape[1:3])
     hb.div_(prods).cumsum_(2)
-    if blocks > 1:
+    if ends.shape[1] > 1:
         carried = linear_scan(ends, hb[:, :, -1] * ends)
         hb[:, 1:] += carried[:, :-1, None]
     hb.mul_(prods)
@@ -171,24 +185,21 @@ def _closed_form_adjoint(a: torch.Tensor, g: torch.Tensor, carry: Optional[torch
         block (int): Positions per block.
 
     Returns:
-        bool: False (and ``g`` untouched) when the layout does not allow it or a
-        block decays below ``_TINY``.
+        bool: False (and ``g`` untouched) when the layout does not allow it, L is
+        not a multiple of ``block`` or a block decays below ``_TINY``.
     """
-    bt, length, width = g.shape
     rows, sum_rows = g.transpose(1, 2), sums.transpose(1, 2)
-    if length % block or not (rows.is_contiguous() and sum_rows.is_contiguous()):
+    if not (rows.is_contiguous() and sum_rows.is_contiguous()):
         return False
-    blocks = length // block
-    prods = torch.cumprod(a.unflatten(1, (blocks, block)), 2,
-                          out=scratch.unflatten(1, (blocks, block)))
-    ends = prods[:, :, -1].clone()  # position-fastest, as in _closed_form_scan
-    if ends.amin().item() < _TINY[g.dtype]:
+    products = _block_products(a, scratch, block)
+    if products is None:
         return False
-    gb = g.unflatten(1, (blocks, block))
+    prods, ends = products
+    gb = g.unflatten(1, prods.shape[1:3])
     gb.mul_(prods)
     suffix = torch.ones(block, block, dtype=g.dtype, device=g.device).tril_()
     torch.mm(rows.view(-1, block), suffix, out=sum_rows.view(-1, block))
-    sb = sums.unflatten(1, (blocks, block))
+    sb = sums.unflatten(1, prods.shape[1:3])
     # what enters block j from the right: E[j] = P_end[j + 1] E[j + 1] + S[j + 1, start]
     decay, inflow = torch.zeros_like(ends), torch.empty_like(ends)
     decay[:, :-1] = ends[:, 1:]
@@ -313,8 +324,8 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             if last is not None:  # the state carried in from the previous chunk
                 h[:, 0].addcmul_(a[:, 0], last)
             a2, h2 = a.view(bt, t, -1), h.view(bt, t, -1)
-            if not (closed_form and t % _CLOSED_FORM_BLOCK == 0 and _closed_form_scan(
-                    a2, h2, prod_buf.view(bt, chunk, -1), _CLOSED_FORM_BLOCK)):
+            if not (closed_form and _closed_form_scan(
+                    a2, h2, prod_buf[:, :t].view(bt, t, -1), _CLOSED_FORM_BLOCK)):
                 linear_scan(a2, h2, out=h2)
             last = h[:, -1] if keep else h[:, -1].clone()  # the scratch gets overwritten
             # y = sum_n C h + D u, built in scratch so that ``out`` is written once
