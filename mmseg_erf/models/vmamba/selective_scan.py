@@ -342,6 +342,8 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
                     y += skip
         ctx.save_for_backward(u, dts, A, B, C, D, states)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+        # the backward walks the same tiles and takes the same closed form
+        ctx.width, ctx.closed_form = width, closed_form
         ctx.has_bias = delta_bias is not None
         return out
 
@@ -353,8 +355,7 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         bt, length, kd = u.shape
         groups, nstate = B.shape[2], B.shape[3]
         dim = kd // groups
-        chunk = ctx.chunk
-        width = _tile_width(u, dim, chunk, nstate)
+        chunk, width = ctx.chunk, ctx.width
         if grad_out.stride() == u.stride():
             gy_all = grad_out
         else:
@@ -368,7 +369,7 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         dbias = u.new_zeros(kd) if ctx.has_bias and need[6] else None
         decay_buf, adjoint_buf, product_buf = (
             _new_states(u, chunk, width, nstate) for _ in range(3))
-        closed_form = _closed_form_applies(u, A, ctx.delta_softplus)
+        closed_form = ctx.closed_form
         prod_buf = _new_states(u, chunk, width, nstate) if closed_form else None
         dtu_buf, ddtu_buf, ddt_buf = (_new_tokens(u, chunk, width) for _ in range(3))
         carry = None  # a[t] * g[t] at the first position of the next chunk
