@@ -17,7 +17,8 @@ MMCV_VERSION=2.1.0
 MMENGINE_SPEC='mmengine>=0.10.0,<0.11'
 MMSEG_SPEC='mmsegmentation==1.2.2'
 
-say() { printf '[setup_env] %s\n' "$*" >&2; }
+# elapsed seconds in every line, so a slow first run shows where its time went
+say() { printf '[setup_env %4ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # ---- 1. the virtual environment ------------------------------------------------
 if [ ! -x "$venv/bin/python" ]; then
