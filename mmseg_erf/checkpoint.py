@@ -20,9 +20,11 @@ from typing import Mapping, Optional, Tuple
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 
+from .errors import NotACheckpointError
+
 __all__ = [
-    'UntrustedCheckpointError', 'CheckpointMismatchError', 'YacsCfgNode', 'LoadReport',
-    'load_checkpoint_file', 'install_safe_loader', 'load_model_weights'
+    'UntrustedCheckpointError', 'CheckpointMismatchError', 'NotACheckpointError', 'YacsCfgNode',
+    'LoadReport', 'check_checkpoint_file', 'load_checkpoint_file', 'install_safe_loader', 'load_model_weights'
 ]
 
 TRUST_HINT = ('if the file comes from a source you trust, pass --trust-checkpoint '
@@ -173,6 +175,49 @@ def _swap_shells(obj, memo: dict):
     return obj
 
 
+# torch.save writes a zip archive (torch >= 1.6) or, in the legacy format, a pickle
+# stream whose first opcode is PROTO (0x80)
+_CHECKPOINT_MAGIC = (b'PK\x03\x04', b'\x80')
+
+
+def check_checkpoint_file(path) -> None:
+    """Refuse, from its first bytes, a file that cannot be a torch checkpoint.
+
+    Cheap enough to run before a model is built, and it keeps a text file or an
+    image from reaching the weights-only unpickler, whose refusal would blame the
+    allow-list.
+
+    Raises:
+        FileNotFoundError: no such file.
+        NotACheckpointError: empty, a folder, or not a zip archive or pickle.
+    """
+    path = osp.expanduser(os.fspath(path))
+    if osp.isdir(path):
+        raise NotACheckpointError(f'checkpoint {path} is a folder, not a checkpoint; pass '
+                                  f'the .pth file')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path} does not exist; check the path')
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head.startswith(_CHECKPOINT_MAGIC):
+        what = 'an empty file' if not head else 'neither a zip archive nor a pickle'
+        raise NotACheckpointError(f'{path} is not a checkpoint ({what}, which torch.save '
+                                  f'never writes); pass the .pth file the training wrote')
+
+
+def _cut_short(error: BaseException) -> bool:
+    """Whether torch.load failed on the file's structure: a legacy pickle that ends
+    early (EOFError) or a zip archive without its directory or with a bad record."""
+    return isinstance(error, EOFError) or (isinstance(error, RuntimeError) and any(
+        word in str(error) for word in ('zip archive', 'PytorchStreamReader')))
+
+
+def _damaged(path, error: BaseException) -> NotACheckpointError:
+    reason = ' '.join(str(error).split('.')[0].split()) or type(error).__name__
+    return NotACheckpointError(f'{path} is not a checkpoint torch can read (truncated or '
+                               f'damaged: {reason}); download or copy it again')
+
+
 def load_checkpoint_file(path, map_location='cpu', trust: bool = False):
     """Load a checkpoint file, refusing pickled code unless ``trust`` is set.
 
@@ -190,13 +235,17 @@ def load_checkpoint_file(path, map_location='cpu', trust: bool = False):
             object outside the allow-list (see :func:`_allow_list`).
     """
     path = osp.expanduser(os.fspath(path))
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} does not exist; check the path')
+    check_checkpoint_file(path)
     if trust:
         print_log(f'Loading {path} with full pickle trust (weights_only=False): it can run '
                   'arbitrary code and must come from a trusted source', logger='current',
                   level=logging.WARNING)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except (EOFError, pickle.UnpicklingError, RuntimeError) as error:
+            if not _cut_short(error) and not isinstance(error, pickle.UnpicklingError):
+                raise
+            raise _damaged(path, error) from None
     present = set(torch.serialization.get_safe_globals())
     # only add what is missing, so leaving the context does not drop the caller's own entries
     extra = [(obj, name) for name, obj, _ in _allow_list() if (obj, name) not in present]
@@ -207,6 +256,10 @@ def load_checkpoint_file(path, map_location='cpu', trust: bool = False):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise UntrustedCheckpointError(path, _offending(str(error))) from None
+    except (EOFError, RuntimeError) as error:
+        if not _cut_short(error):
+            raise
+        raise _damaged(path, error) from None
     finally:
         # HistoryBuffer.__setstate__ writes the file's statistics methods into a class-wide
         # dict: a file must not rebind e.g. 'mean' for the whole process

@@ -1,5 +1,6 @@
 """The command-line door (``tools/erf_seg.py``): parse, call the engine, print."""
 import argparse
+import os
 import os.path as osp
 import sys
 from typing import List, Optional
@@ -7,12 +8,14 @@ from typing import List, Optional
 import torch
 from mmengine.config import DictAction
 
+from . import validation
 from .api import DEFAULT_TARGETS, accumulate, reduce_session
 from .engine import ERFResult, ERFSession, NoImagesError, TargetError
 from .errors import ERFUsageError
-from .run_state import RunState
-from .segmentor import check_input_size
+from .run_state import RunState, protect_out_dir, run_options
 
+# set to 1 to see the traceback behind a one-sentence error (like --debug)
+DEBUG_ENV = 'MMSEG_ERF_DEBUG'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                              'from a source you trust)')
     parser.add_argument('--allow-partial', action='store_true',
                         help='load a checkpoint whose keys do not all fit, and report it')
+    parser.add_argument('--overwrite', action='store_true',
+                        help="replace the results of another run in --out-dir (refused "
+                             'otherwise) or the saved sums of an interrupted one')
+    parser.add_argument('--debug', action='store_true',
+                        help=f'show the traceback of an error (also: {DEBUG_ENV}=1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -116,43 +124,70 @@ def _init_distributed(launcher: str, device: str) -> str:
         init_dist(launcher, backend='nccl')
         return f'cuda:{torch.cuda.current_device()}'
     # mmengine's init_dist always selects a CUDA device; on CPU join gloo directly
-    if launcher != 'pytorch':
-        raise ERFUsageError(f'--launcher {launcher} needs CUDA; on the CPU use torchrun '
-                            f'(--launcher pytorch)')
+    # (validation.check_launcher refused other launchers on the CPU)
     torch.distributed.init_process_group(backend='gloo')
     return device
 
 
-def run(args) -> ERFResult:
-    from mmengine.dataset import DefaultSampler, pseudo_collate
-    from mmengine.dist import get_dist_info, is_main_process
-    from mmengine.logging import MMLogger
-    from mmengine.utils import ProgressBar
+def check_arguments(args) -> None:
+    """Everything that can be refused without the config or the model."""
+    names = validation.cli_name
+    validation.check_values(names, num_images=args.num_images, input_size=args.input_size,
+                            batch_size=args.batch_size, num_workers=args.num_workers,
+                            point=args.point, class_index=args.class_index,
+                            targets=args.targets, save_every=args.save_every)
+    validation.check_config_path(args.config)
+    if args.checkpoint:
+        from .checkpoint import check_checkpoint_file
+        check_checkpoint_file(args.checkpoint)
+    if args.img_dir:
+        validation.check_image_folder(args.img_dir, names)
+    if args.out_dir:
+        validation.check_out_dir(args.out_dir)
+    if args.resume and args.overwrite:
+        raise ERFUsageError('--resume continues the run in --out-dir and --overwrite replaces '
+                            'it; pass one of them')
 
-    from .segmentor import build_segmentor
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config {args.config} does not exist; pass the path of '
-                                f'an mmseg config file')
-    if args.checkpoint and not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist; pass a '
-                                f'.pth file or omit it for random weights')
-    if args.img_dir and not osp.isdir(args.img_dir):
-        raise FileNotFoundError(f'image folder {args.img_dir} does not exist; pass '
-                                f'--img-dir with a folder of images')
-    for name, value in (('--num-images', args.num_images), ('--batch-size', args.batch_size),
-                        ('--input-size', args.input_size)):
-        if value < 1:
-            raise ERFUsageError(f'{name} must be a positive integer, got {value}')
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    if args.launcher != 'none':
-        device = _init_distributed(args.launcher, device)
-    logger = MMLogger.get_instance('mmseg_erf', log_level='INFO')
+
+def run(args) -> ERFResult:
+    from mmengine.dist import get_dist_info
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+
+    check_arguments(args)
+    device = validation.resolve_device(args.device, validation.cli_name)
+    validation.check_launcher(args.launcher, device)
+    base_cfg = validation.load_config_checked(args.config)
+    cfg = validation.merge_options(base_cfg, args.cfg_options)
     config_name = osp.splitext(osp.basename(args.config))[0]
     out_dir = args.out_dir or osp.join('work_dirs', config_name, 'erf')
+    validation.check_out_dir(out_dir)
+    if args.launcher != 'none':
+        device = _init_distributed(args.launcher, device)
+    rank, world = get_dist_info()
+    fingerprint = _fingerprint(args, world)
+    state = RunState(out_dir, fingerprint, rank)
+    protect_out_dir(out_dir, fingerprint, state, args.resume, args.overwrite)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    dataset = _dataset(cfg, args)  # before the build: a missing test set costs no model
 
-    model, cfg, report = build_segmentor(args.config, args.checkpoint, device,
-                                         args.cfg_options, args.trust_checkpoint,
-                                         args.allow_partial, args.seed)
+    logger = MMLogger.get_instance('mmseg_erf', log_level='INFO')
+    model, cfg, report = validation.build_model_checked(
+        base_cfg, args.cfg_options, checkpoint=args.checkpoint, device=device,
+        trust_checkpoint=args.trust_checkpoint, allow_partial=args.allow_partial,
+        seed=args.seed)
+    _log_weights(logger, model, report, args.checkpoint)
+    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
+    validation.check_model(model, session.taps, args.targets, args.class_index,
+                           args.input_size, device, validation.cli_name)
+    seen = _resume(state, session, logger) if args.resume else 0
+    meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,
+                batch_size=args.batch_size, world_size=world, options=run_options(fingerprint))
+    return _compute(args, model, session, dataset, state, seen, out_dir, config_name, meta,
+                    device, logger)
+
+
+def _log_weights(logger, model, report, checkpoint) -> None:
     if report is None and model.pretrained_files:
         logger.info(f'no checkpoint: initial weights from {", ".join(model.pretrained_files)} '
                     '(pretrained in the config), the rest random')
@@ -160,13 +195,16 @@ def run(args) -> ERFResult:
         logger.warning('NO CHECKPOINT: the model has RANDOM initial weights; this is the '
                        '"before training" ERF, not the ERF of a trained model')
     elif report.missing_keys or report.unexpected_keys or report.shape_mismatches:
-        logger.warning(f'partial load of {args.checkpoint}: {report}')
-    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
-    check_input_size(session.taps, args.input_size, device)
-    dataset = _dataset(cfg, args)
-    rank, world = get_dist_info()
-    state = RunState(out_dir, _fingerprint(args, world), rank)
-    seen = _resume(state, session, logger) if args.resume else 0
+        logger.warning(f'partial load of {checkpoint}: {report}')
+
+
+def _compute(args, model, session, dataset, state, seen, out_dir, config_name, meta,
+             device, logger) -> ERFResult:
+    """The images through the session, with periodic saves; the result written."""
+    from mmengine.dataset import DefaultSampler, pseudo_collate
+    from mmengine.dist import get_dist_info, is_main_process
+    from mmengine.utils import ProgressBar
+    _, world = get_dist_info()
     sampler = list(DefaultSampler(dataset, shuffle=False, round_up=True))[seen:]
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, num_workers=args.num_workers, sampler=sampler,
@@ -193,17 +231,24 @@ def run(args) -> ERFResult:
     except KeyboardInterrupt:
         state.save(session, progress['consumed'])
         if world == 1 and session.accumulator is not None:
-            partial = session.result(config_name, dict(partial=True))
+            partial = session.result(config_name, dict(meta, partial=True))
             partial.write(out_dir)
         print(f'\ninterrupted: the sums of {progress["consumed"]} samples are saved in {out_dir}'
               f'{" (metrics.json: partial)" if world == 1 else ""}; continue with --resume',
               file=sys.stderr)
         raise
+    except (RuntimeError, MemoryError) as error:
+        if not _out_of_memory(error):
+            raise
+        state.save(session, progress['consumed'])
+        raise ERFUsageError(
+            f'out of memory at --input-size {args.input_size} with --batch-size '
+            f'{args.batch_size} on {device} after {progress["consumed"]} samples (saved in '
+            f'{out_dir}); rerun with --resume and a smaller --batch-size, or a smaller '
+            f'--input-size without --resume') from error
     if bar is not None:
         sys.stdout.write('\n')
     reduce_session(session)
-    meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,
-                batch_size=args.batch_size, world_size=world)
     result = session.result(config_name, meta)
     if is_main_process():
         result.write(out_dir)
@@ -214,10 +259,19 @@ def run(args) -> ERFResult:
     return result
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    oom = getattr(torch, 'OutOfMemoryError', None)
+    return (isinstance(error, MemoryError) or (oom is not None and isinstance(error, oom))
+            or any(text in str(error) for text in ('out of memory', "can't allocate memory")))
+
+
 def _fingerprint(args, world: int) -> dict:
     """What shapes the maps; a resumed run must match it."""
-    return dict(config=osp.abspath(args.config), checkpoint=args.checkpoint,
-                img_dir=args.img_dir, targets=list(args.targets), input_size=args.input_size,
+    def absolute(path):
+        return osp.abspath(path) if path else path
+
+    return dict(config=osp.abspath(args.config), checkpoint=absolute(args.checkpoint),
+                img_dir=absolute(args.img_dir), targets=list(args.targets), input_size=args.input_size,
                 num_images=args.num_images, point=list(args.point),
                 class_index=args.class_index, seed=args.seed, world_size=world,
                 cfg_options=args.cfg_options)
@@ -234,20 +288,34 @@ def _resume(state: RunState, session: ERFSession, logger) -> int:
 
 
 def user_errors() -> tuple:
+    """What a user's input causes; reported in one sentence, exit status 2.
+
+    OSError covers the disk (full, read-only, permissions) as well as missing files.
+    """
     from .checkpoint import CheckpointMismatchError, UntrustedCheckpointError
-    return (FileNotFoundError, TargetError, ERFUsageError, NoImagesError,
-            CheckpointMismatchError, UntrustedCheckpointError)
+    return (OSError, TargetError, ERFUsageError, NoImagesError, CheckpointMismatchError,
+            UntrustedCheckpointError)
+
+
+def debugging(args=None) -> bool:
+    return bool(getattr(args, 'debug', False)) or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+
+
+def one_sentence(prog: str, error: BaseException) -> str:
+    return f'{prog}: error: {" ".join(str(error).split())}'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except user_errors() as error:
-        print(f'erf_seg.py: error: {error}', file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except user_errors() as error:
+        if debugging(args):
+            raise
+        print(one_sentence('erf_seg.py', error), file=sys.stderr)
+        return 2
     _leave_distributed()
     return 0
 

@@ -1,11 +1,30 @@
-"""Running sums on disk: periodic atomic saves, resume, and interrupted runs."""
+"""Running sums on disk (periodic atomic saves, resume, interrupted runs), and the rule
+that a run never replaces another run's results without being told to."""
+import glob
 import json
 import os
 import os.path as osp
-from typing import Mapping
+from typing import Mapping, Optional, Tuple
 
 from .engine import ERFAccumulator, ERFSession
-from .errors import ERFUsageError
+from .engine.result import METRICS_FILE
+from .errors import ERFUsageError, OutDirError, RunStateError
+
+# fingerprint entries that do not change the maps: a run directory written with
+# another number of processes holds the same results
+_SAME_RESULTS = ('world_size', )
+
+
+def differences(old: Mapping, new: Mapping) -> str:
+    """``'key: old -> new, ...'`` over the keys whose values differ."""
+    return ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
+                     for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+
+
+def run_options(fingerprint: Mapping) -> dict:
+    """What a finished run records in ``metrics.json`` (meta ``options``) to be recognised."""
+    return {k: v for k, v in json.loads(json.dumps(dict(fingerprint), default=str)).items()
+            if k not in _SAME_RESULTS}
 
 
 class RunState:
@@ -14,7 +33,8 @@ class RunState:
     The file records how many of this rank's samples were consumed and a
     fingerprint of everything that shapes the maps (config, checkpoint, targets,
     size, point, class, seed, number of processes), so ``--resume`` never
-    continues a different run. Saves are atomic (write, then rename).
+    continues a different run. Saves are atomic (write, flush to disk, then
+    rename): a crash leaves the previous file or the new one.
 
     Args:
         out_dir (str): the run directory.
@@ -25,6 +45,7 @@ class RunState:
     def __init__(self, out_dir: str, fingerprint: Mapping, rank: int = 0):
         self.path = osp.join(out_dir, '.erf_state', f'rank{rank}.npz')
         self.fingerprint = json.dumps(dict(fingerprint), sort_keys=True, default=str)
+        self._loaded: Optional[Tuple[ERFAccumulator, int]] = None
 
     def exists(self) -> bool:
         return osp.isfile(self.path)
@@ -34,18 +55,44 @@ class RunState:
             return
         session.accumulator.save(self.path, extra=dict(seen=seen, fingerprint=self.fingerprint))
 
-    def restore(self, session: ERFSession) -> int:
-        """Load the saved sums into ``session``; returns the samples already consumed."""
-        accumulator, extra = ERFAccumulator.load(self.path)
-        saved = str(extra['fingerprint'])
+    def load(self) -> Tuple[ERFAccumulator, int]:
+        """Read and check the saved state (once); returns ``(accumulator, samples consumed)``.
+
+        Raises:
+            RunStateError: the file is damaged (truncated, not an ``.npz``, entries
+                missing); the run is not started over behind the user's back.
+            ERFUsageError: it was saved by a run with other options.
+        """
+        if self._loaded is not None:
+            return self._loaded
+        try:
+            accumulator, extra = ERFAccumulator.load(self.path)
+            saved, seen = str(extra['fingerprint']), int(extra['seen'])
+            old = json.loads(saved)
+        except Exception as error:  # zipfile.BadZipFile, EOFError, KeyError, ValueError...
+            reason = ' '.join(str(error).split()) or type(error).__name__
+            raise RunStateError(
+                f'cannot resume: the saved state {self.path} is damaged ({type(error).__name__}: '
+                f'{reason}); delete {osp.dirname(self.path)} and rerun without --resume to '
+                f'start from the first image') from None
         if saved != self.fingerprint:
-            old, new = json.loads(saved), json.loads(self.fingerprint)
-            diff = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
-                             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+            diff = differences(old, json.loads(self.fingerprint))
             raise ERFUsageError(f'cannot resume {self.path}: the run differs ({diff}); '
                                 f'rerun with the same options or without --resume')
+        self._loaded = accumulator, seen
+        return self._loaded
+
+    def restore(self, session: ERFSession) -> int:
+        """Load the saved sums into ``session``; returns the samples already consumed."""
+        accumulator, seen = self.load()
+        names = tuple(session.taps.names)
+        if accumulator.names != names:
+            raise RunStateError(f'cannot resume: the saved state {self.path} holds targets '
+                                f'{", ".join(accumulator.names)}, this run computes '
+                                f'{", ".join(names)}; delete {osp.dirname(self.path)} and '
+                                f'rerun without --resume')
         session.accumulator = accumulator
-        return int(extra['seen'])
+        return seen
 
     def clear(self) -> None:
         if self.exists():
@@ -54,3 +101,46 @@ class RunState:
                 os.rmdir(osp.dirname(self.path))
             except OSError:
                 pass  # another rank's file is still there
+
+
+def protect_out_dir(out_dir: str, fingerprint: Mapping, state: RunState, resume: bool,
+                    overwrite: bool) -> None:
+    """Refuse to write where another run's results or saved sums would be replaced.
+
+    A folder holding the finished (or partial) results of a run with the same
+    options may be written again: the results are the same. Anything else is
+    refused, naming the difference, unless ``overwrite``. With ``resume`` the saved
+    state is read and checked here, before the model is built.
+
+    Raises:
+        OutDirError: another run's results, or an interrupted run, are there.
+        RunStateError: ``resume`` over a damaged state.
+    """
+    if resume and state.exists():
+        state.load()
+        return
+    if overwrite or not osp.isdir(out_dir):
+        return
+    if state.exists():
+        raise OutDirError(f'{out_dir} holds the saved sums of an interrupted run; continue it '
+                          f'with --resume, or pass --overwrite to start over (or choose '
+                          f'another --out-dir)')
+    metrics = osp.join(out_dir, METRICS_FILE)
+    if not osp.isfile(metrics):
+        if glob.glob(osp.join(glob.escape(out_dir), 'erf_*.npy')):
+            raise OutDirError(f'{out_dir} holds ERF maps without a {METRICS_FILE}; pass '
+                              f'--overwrite to replace them, or choose another --out-dir')
+        return
+    try:
+        with open(metrics) as f:
+            recorded = json.load(f).get('meta', {}).get('options')
+    except (OSError, ValueError, AttributeError):
+        recorded = 'unreadable'
+    if not isinstance(recorded, dict):
+        raise OutDirError(f'{out_dir} holds ERF results whose options are not recorded '
+                          f'(written by ERFHook, compute_erf or an older erf_seg.py); pass '
+                          f'--overwrite to replace them, or choose another --out-dir')
+    diff = differences(recorded, run_options(fingerprint))
+    if diff:
+        raise OutDirError(f'{out_dir} holds the results of another run ({diff}); choose '
+                          f'another --out-dir, or pass --overwrite to replace them')

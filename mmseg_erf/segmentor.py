@@ -184,6 +184,15 @@ def _quiet_init_weights(model: nn.Module) -> None:
         logger.setLevel(level)
 
 
+class ModelBuildError(ERFUsageError):
+    """The config's model dict could not be built; ``cause`` is what the builder raised."""
+
+    def __init__(self, cause: BaseException):
+        self.cause = cause
+        detail = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
+        super().__init__(f'{type(cause).__name__}: {detail}')
+
+
 def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                     cfg_options: Optional[dict] = None, trust_checkpoint: bool = False,
                     allow_partial: bool = False, seed: int = 0):
@@ -198,6 +207,9 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
 
     Returns:
         tuple: ``(model, cfg, load_report or None)``.
+
+    Raises:
+        ModelBuildError: the model dict does not build (unknown type, bad value).
     """
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
@@ -208,7 +220,10 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     cfg.model.train_cfg = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MODELS.build(cfg.model)
+        try:
+            model = MODELS.build(cfg.model)
+        except Exception as error:  # the registry raises whatever a constructor raises
+            raise ModelBuildError(error) from error
         if not checkpoint:
             _quiet_init_weights(model)
     report = None

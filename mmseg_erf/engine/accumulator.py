@@ -95,6 +95,8 @@ class ERFAccumulator:
         try:
             with os.fdopen(fd, 'wb') as f:
                 np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it the state
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

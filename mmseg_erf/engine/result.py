@@ -9,8 +9,9 @@ cannot drift apart. Layout of a run directory::
 """
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Iterator, Mapping, Tuple
 
 import numpy as np
 
@@ -23,6 +24,20 @@ METRICS_FILE = 'metrics.json'
 def target_filename(target: str, suffix: str) -> str:
     safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in target)
     return f'erf_{safe}{suffix}'
+
+
+@contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """A temporary path beside ``path`` (same suffix, so writers infer the format),
+    renamed onto ``path`` when the block succeeds and removed when it fails."""
+    stem, suffix = os.path.splitext(path)
+    tmp = f'{stem}.tmp{os.getpid()}{suffix}'
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 @dataclass(frozen=True)
@@ -76,19 +91,25 @@ class ERFResult:
         }
 
     def write(self, out_dir: str, images: bool = True) -> Dict[str, np.ndarray]:
-        """Write the run directory; returns ``{target: heatmap RGB}`` (empty without images)."""
+        """Write the run directory; returns ``{target: heatmap RGB}`` (empty without images).
+
+        Each file is written beside its final name and renamed into place, so a
+        crash leaves every file whole (the old one or the new one); ``metrics.json``
+        comes last.
+        """
         os.makedirs(out_dir, exist_ok=True)
         heatmaps = {}
         for target, erf_map in self.maps.items():
-            np.save(os.path.join(out_dir, target_filename(target, '.npy')), erf_map)
+            with _replacing(os.path.join(out_dir, target_filename(target, '.npy'))) as tmp:
+                with open(tmp, 'wb') as f:
+                    np.save(f, erf_map)
             if images:
                 heatmaps[target] = self.heatmap(target)
-                save_heatmap(erf_map, os.path.join(out_dir, target_filename(target, '.png')),
-                             rgb=heatmaps[target])
-        tmp = os.path.join(out_dir, METRICS_FILE + '.tmp')
-        with open(tmp, 'w') as f:
-            json.dump(self.to_json(), f, indent=2)
-        os.replace(tmp, os.path.join(out_dir, METRICS_FILE))
+                with _replacing(os.path.join(out_dir, target_filename(target, '.png'))) as tmp:
+                    save_heatmap(erf_map, tmp, rgb=heatmaps[target])
+        with _replacing(os.path.join(out_dir, METRICS_FILE)) as tmp:
+            with open(tmp, 'w') as f:
+                json.dump(self.to_json(), f, indent=2)
         return heatmaps
 
     @classmethod
