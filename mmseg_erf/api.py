@@ -10,8 +10,9 @@ from torch import nn
 
 from .engine import ERFResult, ERFSession
 from .errors import ERFUsageError
-from .segmentor import (batch_inputs, build_segmentor, config_pipeline, erf_pipeline,
-                        unwrap)
+from .segmentor import batch_inputs, config_pipeline, erf_pipeline, unwrap
+from .validation import (api_name, build_model_checked, check_image_folder, check_model,
+                         check_values, load_config_checked, resolve_device)
 
 DEFAULT_TARGETS = ('backbone.-1', )
 
@@ -133,6 +134,10 @@ def reduce_session(session: ERFSession) -> None:
     acc.count, acc.skipped = int(counts[0]), int(counts[1])
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.zeros(0)).device
+
+
 def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = DEFAULT_TARGETS,
                 num_images: int = 50, input_size: int = 1024, batch_size: int = 1,
                 checkpoint: Optional[str] = None, device: Optional[str] = None,
@@ -159,20 +164,52 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
 
     Returns:
         ERFResult: ``.maps``, ``.num_images``, ``.skipped``, ``.metrics``.
+
+    Raises:
+        FileNotFoundError: a config, checkpoint, image folder or image that does not exist.
+        mmseg_erf.errors.ERFUsageError: a value out of range (``num_images``, ``point``,
+            ``class_index`` against the head's classes, an input size the model cannot
+            take, a ``device`` this torch lacks). Its subclasses say more:
+            ``ConfigError`` (a config that cannot be read or built) and
+            ``NotACheckpointError`` (a file torch cannot read as a checkpoint).
+        mmseg_erf.engine.TargetError: a target the model does not have.
+        mmseg_erf.checkpoint.CheckpointMismatchError / UntrustedCheckpointError: weights
+            that do not fit, or a pickle outside the allow-list.
+        mmseg_erf.engine.NoImagesError: no image could be read.
+
+        Every one is a ``ValueError`` except the first and the last, and every one is
+        raised before the first image is processed; the config and the checkpoint file
+        are checked before the model is built.
     """
+    check_values(api_name, num_images=num_images, input_size=input_size,
+                 batch_size=batch_size, num_workers=num_workers, point=point,
+                 class_index=class_index, targets=targets)
+    device = resolve_device(device) if device is not None else None
+    if isinstance(images, (str, os.PathLike)):
+        check_image_folder(str(images), 'images')
     if isinstance(model, (str, os.PathLike)):
+        from .checkpoint import check_checkpoint_file
         model_name = model_name or osp.splitext(osp.basename(str(model)))[0]
-        model, _, _ = build_segmentor(str(model), checkpoint, device or 'cpu',
-                                      trust_checkpoint=trust_checkpoint,
-                                      allow_partial=allow_partial, seed=seed)
+        cfg = load_config_checked(str(model))
+        if checkpoint:
+            check_checkpoint_file(checkpoint)
+        model, _, _ = build_model_checked(cfg, None, api_name, checkpoint=checkpoint,
+                                          device=device or 'cpu',
+                                          trust_checkpoint=trust_checkpoint,
+                                          allow_partial=allow_partial, seed=seed)
     elif checkpoint:
         raise ERFUsageError('checkpoint is only used with a config path; load weights into a '
-                         'built model yourself (mmseg_erf.checkpoint.load_model_weights)')
+                            'built model yourself (mmseg_erf.checkpoint.load_model_weights)')
+    elif not isinstance(model, nn.Module):
+        raise ERFUsageError(f'model must be an mmseg config path or a built segmentor '
+                            f'(nn.Module), got {type(model).__name__}')
     model = unwrap(model)
     if device is not None:
         model = model.to(device)
     model.eval()
     session = ERFSession(model, targets, num_images, point, class_index)
+    check_model(model, session.taps, [targets] if isinstance(targets, str) else targets,
+                class_index, input_size, _device_of(model), api_name)
     length = None
     if isinstance(images, (str, os.PathLike, list, tuple)):
         cfg = getattr(model, 'cfg', None)

@@ -141,7 +141,7 @@ def check_arguments(args) -> None:
         from .checkpoint import check_checkpoint_file
         check_checkpoint_file(args.checkpoint)
     if args.img_dir:
-        validation.check_image_folder(args.img_dir, names)
+        validation.check_image_folder(args.img_dir)
     if args.out_dir:
         validation.check_out_dir(args.out_dir)
     if args.resume and args.overwrite:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .compare_tables import markdown_table, size_text, table_rows, write_tables
 from .engine import ERFResult
+from .engine.result import METRICS_FILE
 from .engine.plotting import NORMALIZATIONS
 from .errors import ERFUsageError
 
@@ -63,7 +64,16 @@ def read_run(path: str) -> ERFResult:
     if not os.path.isdir(path):
         raise FileNotFoundError(f'run directory {path} does not exist; pass folders '
                                 f'written by tools/erf_seg.py or by ERFHook')
-    return ERFResult.read(path)
+    if not os.path.isfile(os.path.join(path, METRICS_FILE)):
+        return ERFResult.read(path)  # its FileNotFoundError says what the folder lacks
+    try:
+        return ERFResult.read(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        # a metrics.json cut short or edited, a map file missing or not a .npy
+        detail = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ERFUsageError(f'run directory {path} is damaged ({type(error).__name__}: '
+                            f'{" ".join(str(detail).split())}); compute it again with '
+                            f'tools/erf_seg.py, or leave it out') from None
 
 
 def default_label(path: str, result: ERFResult) -> str:
@@ -208,14 +218,33 @@ def iteration_snapshots(erf_dir: str) -> List[Tuple[int, str]]:
 
 # ---- the three modes --------------------------------------------------------------
 def _check_out(out: str) -> None:
+    """Refuse a figure path that cannot be written; nothing is created before the
+    inputs have all been read (:func:`_save`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     ext = os.path.splitext(out)[1].lower().lstrip('.')
     supported = FigureCanvasAgg.get_supported_filetypes()
     if ext not in supported:
         raise ERFUsageError(f'--out {out} has no figure extension matplotlib writes; end it '
                             f'in .png, .pdf or .svg')
+    if os.path.isdir(out):
+        raise ERFUsageError(f'--out {out} is a folder; pass a figure file path such as '
+                            f'{os.path.join(out, "compare.png")}')
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ERFUsageError(f'--out {out} cannot be created: {parent} is a file; pass a path '
+                            f'in a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ERFUsageError(f'--out {out} cannot be written ({parent} is not writable); pass '
+                            f'a path you can write to')
+
+
+def _save(fig, out: str, dpi: int) -> None:
+    from . import compare_plots
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
+    compare_plots.save(fig, out, dpi)
 
 
 def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] = None,
@@ -253,7 +282,7 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
         image = load_overlay_image(overlay, runs[0].result.input_size)
         _warn_off_centre(runs)
         fig = compare_plots.overlay_figure(runs, columns, image, normalization, contours)
-    compare_plots.save(fig, out, dpi)
+    _save(fig, out, dpi)
     rows = table_rows(runs, columns)
     return rows, [out, *write_tables(rows, out)]
 
@@ -279,7 +308,7 @@ def evolution(erf_dir: str, out: str, target: Optional[str] = None,
     column = select_targets(runs, [target] if target else None)[0]
     iterations = [n for n, _ in snapshots]
     fig = compare_plots.evolution_figure(runs, iterations, column, normalization, scale)
-    compare_plots.save(fig, out, dpi)
+    _save(fig, out, dpi)
     rows = table_rows(runs, [column])
     return rows, [out, *write_tables(rows, out)]
 
@@ -389,9 +418,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always', UserWarning)
             rows, paths = run(args)
-    except (FileNotFoundError, ERFUsageError) as error:
+    except (OSError, ERFUsageError) as error:  # OSError: missing files, disk errors
         _print_warnings(caught)
-        print(f'{PROG}: error: {error}', file=sys.stderr)
+        print(f'{PROG}: error: {" ".join(str(error).split())}', file=sys.stderr)
         return 2
     _print_warnings(caught)
     print(markdown_table(rows))

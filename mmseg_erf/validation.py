@@ -40,7 +40,7 @@ def hook_name(name: str) -> str:
 
 
 # ---- values -----------------------------------------------------------------------
-def _is_int(value) -> bool:
+def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -59,17 +59,17 @@ def check_values(names: Names = api_name, *, num_images: int = 1, input_size: in
     """
     for name, value in (('num_images', num_images), ('input_size', input_size),
                         ('batch_size', batch_size)):
-        if not _is_int(value) or value < 1:
+        if not is_integer(value) or value < 1:
             raise ERFUsageError(f'{names(name)} must be a positive integer, got {value!r}')
     for name, value in dict(num_workers=num_workers, **others).items():
-        if not _is_int(value) or value < 0:
+        if not is_integer(value) or value < 0:
             raise ERFUsageError(f'{names(name)} must be an integer >= 0, got {value!r}')
     values = list(point) if isinstance(point, (list, tuple)) else None
     if (values is None or len(values) != 2
             or not all(isinstance(v, numbers.Real) and 0 <= v < 1 for v in values)):
         raise ERFUsageError(f'{names("point")} {_shown(point)} must be two relative coordinates '
                             f'(y, x) in [0, 1), e.g. 0.5 0.5 for the centre')
-    if class_index is not None and (not _is_int(class_index) or class_index < 0):
+    if class_index is not None and (not is_integer(class_index) or class_index < 0):
         raise ERFUsageError(f'{names("class_index")} must be an integer >= 0, got '
                             f'{class_index!r}')
     if targets is not None:
@@ -121,13 +121,13 @@ def check_config_path(path: str) -> None:
         raise ConfigError(f'config {path} is a folder; pass the path of an mmseg config file')
 
 
-def check_image_folder(path: str, names: Names = api_name) -> None:
+def check_image_folder(path: str, argument: str = '--img-dir') -> None:
     if not osp.exists(path):
-        raise FileNotFoundError(f'image folder {path} does not exist; pass {names("img_dir")} '
-                                f'with a folder of images')
+        raise FileNotFoundError(f'image folder {path} does not exist; pass {argument} with a '
+                                f'folder of images')
     if not osp.isdir(path):
-        raise ERFUsageError(f'{names("img_dir")} {path} is a file, not a folder; pass the '
-                            f'folder that holds the images')
+        raise ERFUsageError(f'{argument} {path} is a file, not a folder; pass the folder that '
+                            f'holds the images')
 
 
 def check_out_dir(path: str, names: Names = cli_name) -> None:
@@ -256,7 +256,7 @@ def logit_channels(model: nn.Module, target: str) -> Optional[int]:
         head = head[-1] if target != 'auxiliary_head' else None
     for attr in ('out_channels', 'num_classes'):
         value = getattr(head, attr, None)
-        if _is_int(value):
+        if is_integer(value):
             return value
     return None
 

@@ -2,13 +2,28 @@
 import os.path as osp
 from typing import Optional, Sequence, Union
 
-from mmengine.dist import get_world_size, is_main_process
+import torch
+from mmengine.dist import all_gather_object, get_world_size, is_main_process
 from mmengine.hooks import Hook
+from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
+from .. import validation
 from ..api import DEFAULT_TARGETS, feed_batch, reduce_session
-from ..engine import ERFSession
+from ..engine import ERFSession, FeatureTaps
+from ..errors import ERFUsageError
 from ..segmentor import unwrap
+
+
+def _iteration(runner) -> int:
+    """The training iteration, or 0 outside training.
+
+    ``runner.iter`` would build the train loop, and with it the training
+    dataloader, in a val- or test-only run: a user holding only the test data
+    (the usual case for a released checkpoint) would get a FileNotFoundError.
+    """
+    loop = getattr(runner, '_train_loop', None)
+    return loop.iter if isinstance(loop, BaseLoop) else 0
 
 
 @HOOKS.register_module()
@@ -27,6 +42,12 @@ class ERFHook(Hook):
     inputs only (parameter ``.grad`` stays untouched), uses the model in the
     eval mode the loop set, and draws no random numbers.
 
+    Wrong arguments stop the run before its first iteration: values are checked
+    here, targets, class index and input size against the real model in
+    ``before_run``. A failure that only shows up later (out of memory at the ERF
+    size, a disk error while writing) is logged as an error and that snapshot is
+    skipped, so training goes on; ``strict=True`` makes it fatal.
+
     Args:
         targets (Sequence[str]): target names, default the last backbone stage.
             See :mod:`mmseg_erf.engine.targets`.
@@ -39,6 +60,8 @@ class ERFHook(Hook):
         class_index (int, optional): one class channel for logit targets.
         on_val (bool): compute during validation. Default True.
         on_test (bool): compute during test. Default True.
+        strict (bool): raise a failure inside the hook instead of logging it
+            and skipping the snapshot. Default False.
     """
     priority = 'NORMAL'
 
@@ -46,12 +69,15 @@ class ERFHook(Hook):
                  num_images: int = 50, input_size: int = 1024, interval: int = 1,
                  out_dir: Optional[str] = None, point: Sequence[float] = (0.5, 0.5),
                  class_index: Optional[int] = None, on_val: bool = True,
-                 on_test: bool = True):
-        if interval < 1:
-            raise ValueError(f'ERFHook interval must be >= 1, got {interval}')
-        if num_images < 1:
-            raise ValueError(f'ERFHook num_images must be >= 1, got {num_images}')
+                 on_test: bool = True, strict: bool = False):
         self.targets = [targets] if isinstance(targets, str) else list(targets)
+        validation.check_values(validation.hook_name, num_images=num_images,
+                                input_size=input_size, point=point, class_index=class_index,
+                                targets=self.targets)
+        if not validation.is_integer(interval) or interval < 1:
+            raise ERFUsageError(f'ERFHook interval must be an integer >= 1, got {interval!r}')
+        if out_dir is not None and not isinstance(out_dir, str):
+            raise ERFUsageError(f'ERFHook out_dir must be a folder path, got {out_dir!r}')
         self.num_images = num_images
         self.input_size = int(input_size)
         self.interval = interval
@@ -59,30 +85,74 @@ class ERFHook(Hook):
         self.point = tuple(point)
         self.class_index = class_index
         self.on_val, self.on_test = on_val, on_test
+        self.strict = bool(strict)
         self._val_count = 0
         self._session: Optional[ERFSession] = None
+        self._failure: Optional[str] = None
 
     # ---- loop events -------------------------------------------------------------
+    def before_run(self, runner) -> None:
+        """Check targets, class index and input size against the model, before any
+        iteration (a wrong hook must not cost a training run)."""
+        if not (self.on_val or self.on_test):
+            return
+        model = unwrap(runner.model)
+        taps = FeatureTaps(model, self.targets)
+        device = next(model.parameters(), torch.zeros(0)).device
+        validation.check_model(model, taps, self.targets, self.class_index, self.input_size,
+                               device, validation.hook_name)
+
     def before_val_epoch(self, runner) -> None:
         self._val_count += 1
         if self.on_val and self._val_count % self.interval == 0:
-            self._start(runner)
+            self._guarded(runner, self._start, runner)
 
     def before_test_epoch(self, runner) -> None:
         if self.on_test:
-            self._start(runner)
+            self._guarded(runner, self._start, runner)
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        self._feed(runner, data_batch, runner.val_dataloader)
+        self._guarded(runner, self._feed, runner, data_batch, runner.val_dataloader)
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        self._feed(runner, data_batch, runner.test_dataloader)
+        self._guarded(runner, self._feed, runner, data_batch, runner.test_dataloader)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self._finish(runner, 'val', f'iter_{runner.iter}')
+        self._close(runner, 'val', f'iter_{_iteration(runner)}')
 
     def after_test_epoch(self, runner, metrics=None) -> None:
-        self._finish(runner, 'test', 'test')
+        self._close(runner, 'test', 'test')
+
+    # ---- failures ----------------------------------------------------------------
+    def _guarded(self, runner, work, *args) -> None:
+        """Run one step of the snapshot; a failure ends the snapshot, not the run."""
+        if self._failure is not None:
+            return
+        try:
+            work(*args)
+        except Exception as error:
+            if self.strict:
+                raise
+            self._session = None
+            self._failure = f'{type(error).__name__}: {" ".join(str(error).split())}'
+
+    def _close(self, runner, mode: str, snapshot: str) -> None:
+        """Finish the snapshot, unless any process failed on it: then all skip it
+        together (a process leaving the sums alone would block the others)."""
+        failures = [self._failure]
+        if get_world_size() > 1:
+            failures = all_gather_object(self._failure)
+        failed = [f for f in failures if f is not None]
+        self._failure = None
+        if not failed:
+            self._guarded(runner, self._finish, runner, mode, snapshot)
+            failed = [self._failure] if self._failure is not None else []
+            self._failure = None
+        if failed:
+            self._session = None
+            runner.logger.error(f'ERFHook: the {mode} snapshot {snapshot} is skipped '
+                                f'({failed[0]}); training and evaluation go on (strict=True '
+                                f'makes this fatal)')
 
     # ---- work --------------------------------------------------------------------
     def _start(self, runner) -> None:
@@ -107,14 +177,14 @@ class ERFHook(Hook):
             return
         model_name = osp.splitext(osp.basename(runner.cfg.filename or ''))[0] \
             if getattr(runner, 'cfg', None) is not None else ''
-        result = session.result(model_name, meta=dict(mode=mode, iteration=runner.iter,
+        result = session.result(model_name, meta=dict(mode=mode, iteration=_iteration(runner),
                                                       world_size=get_world_size()))
         out_dir = osp.join(self.out_dir or osp.join(runner.work_dir, 'erf'), snapshot)
         if is_main_process():
             heatmaps = result.write(out_dir)
             for target, rgb in heatmaps.items():
                 # no '/' in the name: LocalVisBackend writes <name>_<step>.png into one folder
-                runner.visualizer.add_image(f'erf_{target}', rgb, step=runner.iter)
+                runner.visualizer.add_image(f'erf_{target}', rgb, step=_iteration(runner))
         for target, metrics in result.metrics.items():
             for threshold, ratio in metrics['area_ratio'].items():
                 if ratio is not None:
