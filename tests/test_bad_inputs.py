@@ -241,13 +241,18 @@ def bad(tmp_path_factory):
 
 
 def snapshot(path):
-    """Every file under ``path`` with its bytes (None when ``path`` does not exist)."""
+    """Every file under ``path`` with its bytes, every folder as None (None when
+    ``path`` does not exist)."""
     if not os.path.exists(path):
         return None
     if os.path.isfile(path):
         return open(path, 'rb').read()
-    return {os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), 'rb').read()
-            for d, _, files in os.walk(path) for f in files}
+    found = {}
+    for folder, dirs, files in os.walk(path):
+        found.update({os.path.relpath(os.path.join(folder, d), path): None for d in dirs})
+        found.update({os.path.relpath(os.path.join(folder, f), path):
+                      open(os.path.join(folder, f), 'rb').read() for f in files})
+    return found
 
 
 def cli_argv(bad, row, out_dir):
@@ -334,3 +339,92 @@ def test_debug_shows_the_traceback(how, bad, tmp_path, monkeypatch):
         monkeypatch.setenv('MMSEG_ERF_DEBUG', '1')
     with pytest.raises(ConfigError, match='syntax error'):
         main(argv)
+
+
+# ---- the same for tools/erf_compare.py ---------------------------------------------
+# (id, arguments, word). --out defaults to {figs}/new/cmp.png: {figs} holds an earlier
+# figure and its tables, and must come out unchanged, without the 'new' folder.
+COMPARE_ROWS = [
+    ('run dir missing', ['{root}/missing_run'], 'does not exist'),
+    ('no metrics.json', ['{root}/empty_dir'], 'not an ERF run directory'),
+    ('metrics.json cut short', ['{run_a}', '{cut_metrics}'], 'is damaged'),
+    ('metrics.json without a key', ['{run_a}', '{keyless_metrics}'], 'is damaged'),
+    ('map file missing', ['{run_a}', '{missing_map}'], 'is damaged'),
+    ('map file not a .npy', ['{run_a}', '{garbage_map}'], 'is damaged'),
+    ('no run dir', [], 'no run directory'),
+    ('labels count', ['{run_a}', '{run_b}', '--labels', 'one'], '--labels'),
+    ('target absent', ['{run_a}', '--targets', 'neck.0'], 'not in run'),
+    ('no common target', ['{run_a}', '{run_other_target}'], 'common'),
+    ('sizes differ', ['{run_a}', '{run_48}'], '--resample'),
+    ('out without figure extension', ['{run_a}', '--out', '{figs}/new/cmp.txt'],
+     'figure extension'),
+    ('out is a folder', ['{run_a}', '--out', '{figs}/sub.png'], 'is a folder'),
+    ('out under a file', ['{run_a}', '--out', '{figs}/cmp.png/x.png'], 'cannot be created'),
+    ('overlay missing', ['{run_a}', '--overlay', '{root}/none.jpg'], 'does not exist'),
+    ('overlay not an image', ['{run_a}', '--overlay', '{text_file}'], 'cannot be read'),
+    ('evolution missing', ['--evolution', '{root}/no_erf'], 'does not exist'),
+    ('evolution without snapshots', ['--evolution', '{root}/empty_dir'], 'no iter_'),
+    ('evolution with run dirs', ['{run_a}', '--evolution', '{evolution}'], 'takes no'),
+    ('evolution with two targets', ['--evolution', '{evolution}', '--targets', 'a', 'b'],
+     'one target'),
+    ('dpi 5', ['{run_a}', '--dpi', '5'], '--dpi'),
+]
+
+
+@pytest.fixture(scope='module')
+def runs(bad, tmp_path_factory):
+    """Run directories, good and damaged, written through ERFResult itself."""
+    from mmseg_erf.engine import ERFResult
+    root = tmp_path_factory.mktemp('runs')
+    rng = np.random.default_rng(0)
+
+    def write(name, size=32, targets=('backbone.1', 'decode_head')):
+        maps = {t: rng.random((size, size)) for t in targets}
+        ERFResult(maps, 2, 0, (size, size), 'tiny').write(str(root / name), images=False)
+        return str(root / name)
+
+    paths = dict(bad, run_a=write('a'), run_b=write('b'), run_48=write('s48', 48),
+                 run_other_target=write('other', targets=('backbone.3', )))
+    for name in ('cut_metrics', 'keyless_metrics', 'missing_map', 'garbage_map'):
+        paths[name] = write(name)
+    metrics = root / 'cut_metrics' / 'metrics.json'
+    metrics.write_text(metrics.read_text()[:40])
+    info = json.loads((root / 'keyless_metrics' / 'metrics.json').read_text())
+    del info['input_size']
+    (root / 'keyless_metrics' / 'metrics.json').write_text(json.dumps(info))
+    os.remove(root / 'missing_map' / 'erf_decode_head.npy')
+    (root / 'garbage_map' / 'erf_decode_head.npy').write_text('garbage')
+    write(os.path.join('evolution', 'iter_2'))
+    paths['evolution'] = str(root / 'evolution')
+    figs = root / 'figs'
+    (figs / 'sub.png').mkdir(parents=True)
+    for name in ('cmp.png', 'cmp.md', 'cmp.csv'):
+        (figs / name).write_text(f'an earlier {name}')
+    paths['figs'] = str(figs)
+    return paths
+
+
+def compare_argv(runs, args):
+    argv = [a.format(**runs) for a in args]
+    return argv if '--out' in argv else argv + ['--out', f'{runs["figs"]}/new/cmp.png']
+
+
+@pytest.mark.parametrize('row', COMPARE_ROWS, ids=[r[0] for r in COMPARE_ROWS])
+def test_compare_bad_input_table(row, runs, capsys):
+    """Mutations: read_run without its except (JSONDecodeError/KeyError traceback),
+    _check_out creating the folder again (figs/new appears)."""
+    from mmseg_erf.compare import main
+    before = snapshot(runs['figs'])
+    assert main(compare_argv(runs, row[1])) == 2
+    check_one_sentence(capsys.readouterr().err, 'erf_compare.py', row[2])
+    assert snapshot(runs['figs']) == before, 'the figure folder was changed'
+
+
+def test_compare_bad_input_real_process(runs):
+    before = snapshot(runs['figs'])
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'erf_compare.py'),
+                           *compare_argv(runs, ['{run_a}', '{cut_metrics}'])],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 2
+    check_one_sentence(proc.stderr, 'erf_compare.py', 'is damaged')
+    assert snapshot(runs['figs']) == before
