@@ -428,3 +428,33 @@ def test_compare_bad_input_real_process(runs):
     assert proc.returncode == 2
     check_one_sentence(proc.stderr, 'erf_compare.py', 'is damaged')
     assert snapshot(runs['figs']) == before
+
+
+def test_out_of_memory_saves_the_sums_and_resume_finishes(bad, tmp_path, capsys,
+                                                          monkeypatch):
+    """An allocation failure after the first image: exit status 2, one sentence naming
+    --batch-size and --resume, the sums saved; --resume then ends with the maps of an
+    uninterrupted run. Mutation: the except (RuntimeError, MemoryError) in cli._compute
+    removed -> the RuntimeError escapes main."""
+    import mmseg_erf.api
+    from mmseg_erf.cli import main
+    real_feed, calls = mmseg_erf.api.feed_batch, []
+
+    def feed_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                               "allocate 8589934592 bytes")
+        return real_feed(*args, **kwargs)
+
+    argv = [TINY_CONFIG] + [a.format(**bad) for a in BASE] + ['--out-dir',
+                                                              str(tmp_path / 'out')]
+    monkeypatch.setattr(mmseg_erf.api, 'feed_batch', feed_then_fail)
+    assert main(argv) == 2
+    check_one_sentence(capsys.readouterr().err, 'erf_seg.py', 'smaller --batch-size')
+    assert (tmp_path / 'out' / '.erf_state' / 'rank0.npz').is_file()
+    monkeypatch.setattr(mmseg_erf.api, 'feed_batch', real_feed)
+    assert main(argv + ['--resume']) == 0
+    np.testing.assert_allclose(np.load(tmp_path / 'out' / 'erf_backbone.1.npy'),
+                               np.load(os.path.join(bad['prior'], 'erf_backbone.1.npy')),
+                               rtol=1e-6)
