@@ -142,8 +142,6 @@ def check_arguments(args) -> None:
         check_checkpoint_file(args.checkpoint)
     if args.img_dir:
         validation.check_image_folder(args.img_dir)
-    if args.out_dir:
-        validation.check_out_dir(args.out_dir)
     if args.resume and args.overwrite:
         raise ERFUsageError('--resume continues the run in --out-dir and --overwrite replaces '
                             'it; pass one of them')
