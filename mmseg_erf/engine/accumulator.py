@@ -50,16 +50,6 @@ class ERFAccumulator:
         self.skipped += int((~finite).sum())
         return finite
 
-    def merge(self, other: 'ERFAccumulator') -> None:
-        """Add another accumulator's sums and counts (e.g. another rank's)."""
-        if other.names != self.names or other.shape != self.shape:
-            raise ValueError(f'cannot merge accumulators of targets {other.names} '
-                             f'{other.shape} into {self.names} {self.shape}')
-        for name in self.names:
-            self.sums[name] += other.sums[name]
-        self.count += other.count
-        self.skipped += other.skipped
-
     def mean(self, name: str) -> np.ndarray:
         """The mean map of one target (zeros when no image was counted)."""
         if self.count == 0:

@@ -6,18 +6,29 @@ import pytest
 from mmseg_erf.engine import ERFAccumulator, ERFResult
 
 
-def test_add_merge_mean_and_nonfinite():
-    a = ERFAccumulator(['x', 'y'], (4, 4))
-    maps = {'x': np.ones((3, 4, 4)), 'y': np.ones((3, 4, 4))}
-    maps['y'][1, 0, 0] = np.inf
-    assert a.add(maps).tolist() == [True, False, True]
-    b = ERFAccumulator(['x', 'y'], (4, 4))
-    b.add({'x': np.full((1, 4, 4), 4.0), 'y': np.zeros((1, 4, 4))})
-    a.merge(b)
-    assert (a.count, a.skipped) == (3, 1)
-    np.testing.assert_allclose(a.mean('x'), 2.0)
+def test_nonfinite_images_are_skipped_for_every_target():
+    """Counts and means over two batches with non-finite maps.
+
+    Image 1 of the first batch is infinite for ``y`` only and image 0 of the second
+    is NaN for ``x`` only: both are skipped for both targets, so each mean is over
+    the same 3 images. Guards the mutations: an image skipped per target (``x``'s
+    mean would take in image 1), ``skipped`` not counted, or ``count`` counting
+    the skipped images.
+    """
+    acc = ERFAccumulator(['x', 'y'], (2, 2))
+    first = {'x': np.stack([np.full((2, 2), v) for v in (1.0, 10.0, 2.0)]),
+             'y': np.stack([np.full((2, 2), v) for v in (4.0, np.inf, 5.0)])}
+    assert acc.add(first).tolist() == [True, False, True]
+    second = {'x': np.stack([np.full((2, 2), np.nan), np.full((2, 2), 6.0)]),
+              'y': np.stack([np.full((2, 2), 100.0), np.full((2, 2), 9.0)])}
+    assert acc.add(second).tolist() == [False, True]
+    assert (acc.count, acc.skipped) == (3, 2)
+    np.testing.assert_array_equal(acc.mean('x'), np.full((2, 2), 3.0))   # (1 + 2 + 6) / 3
+    np.testing.assert_array_equal(acc.mean('y'), np.full((2, 2), 6.0))   # (4 + 5 + 9) / 3
     with pytest.raises(ValueError, match='same input size'):
-        a.add({'x': np.ones((1, 5, 5)), 'y': np.ones((1, 5, 5))})
+        acc.add({'x': np.ones((1, 5, 5)), 'y': np.ones((1, 5, 5))})
+    with pytest.raises(KeyError, match="'y'"):
+        acc.add({'x': np.ones((1, 2, 2))})
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -37,6 +37,30 @@ def test_crop_is_centred():
     torch.testing.assert_close(out[0, 0], torch.tensor([3.0, 4.0, 5.0, 6.0]))
 
 
+@pytest.mark.parametrize('extra, offset', [(1, 0), (3, 2), (5, 2), (7, 4)])
+@pytest.mark.parametrize('axis', ['width', 'height'])
+def test_odd_crop_differences_round_half_to_even(extra, offset, axis):
+    """The crop offset is ``int(round((new - S) / 2))`` as in torchvision's
+    ``center_crop``: Python rounds halves to even, so removing 1, 3, 5, 7 pixels
+    starts the crop at 0, 2, 2, 4.
+
+    The short side is already S, so nothing is resized and a ramp shows where the
+    crop starts, along the long side in both directions (wide and tall images).
+    Guards the mutations ``floor`` (3 and 7 pixels: offsets 1 and 3) and
+    round-half-up or ``ceil`` (1 and 5 pixels: 1 and 3), in either offset (``left``
+    for wide images, ``top`` for tall ones).
+    """
+    size = 6
+    ramp = torch.arange(float(size + extra))
+    if axis == 'width':
+        image = ramp.repeat(3, size, 1)                       # (3, S, S + extra)
+        line = fit_square(image, size)[0, 0]
+    else:
+        image = ramp[:, None].repeat(3, 1, size)              # (3, S + extra, S)
+        line = fit_square(image, size)[0, :, 0]
+    torch.testing.assert_close(line, torch.arange(float(size)) + offset)
+
+
 def test_batch_and_errors():
     assert fit_square(torch.rand(2, 3, 30, 20), 10).shape == (2, 3, 10, 10)
     with pytest.raises(ValueError):

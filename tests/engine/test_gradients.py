@@ -28,6 +28,31 @@ def test_single_conv_map_is_rectified_kernel_around_centre():
     assert result.num_images == 4 and result.skipped == 0
 
 
+def test_negative_response_channels_do_not_contribute():
+    """The response is rectified before the sum: ``relu(F[:, :, h//2, w//2]).sum()``.
+
+    Channel 0 has bias +100 and channel 1 bias -60, so channel 1's centre response
+    is negative for every image and only channel 0's kernel may appear in the map.
+    Guards the mutations ``score = response.sum()`` (the map would be
+    ``relu(k0 + k1)``) and ``score = F.relu(response.sum())`` (the sum stays
+    positive, so the same wrong map).
+    """
+    kernels = torch.rand(2, 3, 5, 5, dtype=torch.float64) * 2 - 1
+    layer = nn.Conv2d(3, 2, 5, padding=2).double()
+    with torch.no_grad():
+        layer.weight.copy_(kernels)
+        layer.bias.copy_(torch.tensor([100.0, -60.0], dtype=torch.float64))
+    model = nn.Sequential(layer).eval()
+    images = torch.rand(3, 3, 15, 15, dtype=torch.float64)
+    assert (model(images)[:, 1, 7, 7] < 0).all() and (model(images)[:, 0, 7, 7] > 0).all()
+    result = run_session(model, ['output'], images)
+    expected = np.zeros((15, 15))
+    expected[7 - 2:7 + 3, 7 - 2:7 + 3] = kernels[0].clamp(min=0).sum(dim=0).numpy()
+    np.testing.assert_allclose(result.maps['output'], expected, rtol=0, atol=1e-12)
+    both = kernels.sum(dim=0).clamp(min=0).sum(dim=0).numpy()
+    assert np.abs(both - expected[5:10, 5:10]).max() > 0.1  # the mutations' map differs
+
+
 def test_stacked_linear_convs_give_box_filter_convolution():
     ones = torch.ones(1, 3, 3, 3, dtype=torch.float64)
     model = nn.Sequential(conv(3, 1, ones, 10.0),

@@ -59,3 +59,23 @@ def test_off_centre_mass_and_radius():
 def test_empty_map_has_no_area():
     metrics = erf_metrics(np.zeros((8, 8)))
     assert metrics['area_ratio']['0.2'] is None and metrics['effective_radius'] is None
+
+
+@pytest.mark.parametrize('shape', [(9, 9), (10, 10)])
+def test_exactly_a_thresholds_share_is_not_enough(shape):
+    """``area@t`` needs MORE than the share t inside the square (RepLKNet's ``>``).
+
+    Two equal points, one at the centre and one two pixels right of it: the 3x3
+    square holds exactly half of the total (1.0 / 2.0, exact in floats), so
+    ``area@0.5`` is the 5x5 square; ``area@0.3`` is still the 3x3 one. Guards the
+    mutation ``>=`` for ``>`` in :func:`area_ratio` (it would give 3 at 0.5).
+    """
+    h, w = shape
+    raw = np.zeros(shape)
+    raw[h // 2, w // 2] = raw[h // 2, w // 2 + 2] = 7.0
+    data = replknet_normalize(raw)
+    assert data.sum() == 2.0
+    assert area_ratio(data, 0.5) == (5, 25 / (h * w))
+    assert area_ratio(data, 0.3) == (3, 9 / (h * w))
+    assert erf_metrics(raw)['area_side'] == {'0.2': 3, '0.3': 3, '0.5': 5, '0.99': 5}
+    assert area_ratio(data, 0.5) == replknet_get_rectangle(data, 0.5)
