@@ -5,11 +5,18 @@ Importing the package registers its types into mmseg's registries
 TRANSFORMS, ``MM_VSSM`` in MODELS) and installs the safe checkpoint loader for
 local files into mmengine's ``CheckpointLoader``, so configs only need
 ``custom_imports=dict(imports=['mmseg_erf'], allow_failed_imports=False)``.
+Imported before torch, it also sets ``OMP_WAIT_POLICY=PASSIVE`` unless that is set
+(see :mod:`.startup`).
 """
-from . import datasets, hooks, models  # noqa: F401  (registration)
-from .api import compute_erf
-from .checkpoint import install_safe_loader
-from .engine import ERFResult
+from .startup import prefer_passive_wait
+
+# first of all: OpenMP reads its wait policy once, when torch loads it
+prefer_passive_wait()
+
+from . import datasets, hooks, models  # noqa: E402,F401  (registration)
+from .api import compute_erf  # noqa: E402
+from .checkpoint import install_safe_loader  # noqa: E402
+from .engine import ERFResult  # noqa: E402
 
 __version__ = '0.1.0'
 

@@ -25,9 +25,10 @@ import math
 import statistics
 import time
 
-import torch
-
+# mmseg_erf first: it sets the OpenMP wait policy, which torch's OpenMP reads when it loads
 from mmseg_erf.models.vmamba.selective_scan import selective_scan, selective_scan_reference
+
+import torch  # noqa: E402,I100
 
 print = functools.partial(print, flush=True)  # noqa: A001 (progress shows in logs)
 
