@@ -1,5 +1,6 @@
 """The command-line door (``tools/erf_seg.py``): parse, call the engine, print."""
 import argparse
+import copy
 import os
 import os.path as osp
 import sys
@@ -13,6 +14,7 @@ from .api import DEFAULT_TARGETS, accumulate, reduce_session
 from .engine import ERFResult, ERFSession, NoImagesError, TargetError
 from .errors import ERFUsageError
 from .run_state import RunState, protect_out_dir, run_options
+from .startup import IMPORT_STARTED, PhaseTimer
 
 # set to 1 to see the traceback behind a one-sentence error (like --debug)
 DEBUG_ENV = 'MMSEG_ERF_DEBUG'
@@ -65,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f'show the traceback of an error (also: {DEBUG_ENV}=1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print where the start-up time went (imports, config, '
+                             'dataset, model build, checkpoint, model checks, first batch '
+                             'loaded, first batch ERF)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='distributed launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
@@ -152,6 +158,8 @@ def run(args) -> ERFResult:
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
 
+    timer = PhaseTimer(IMPORT_STARTED)
+    timer.mark('imports')
     check_arguments(args)
     device = validation.resolve_device(args.device, validation.cli_name)
     validation.check_launcher(args.launcher, device)
@@ -167,22 +175,25 @@ def run(args) -> ERFResult:
     state = RunState(out_dir, fingerprint, rank)
     protect_out_dir(out_dir, fingerprint, state, args.resume, args.overwrite)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
+    timer.mark('config')
     dataset = _dataset(cfg, args)  # before the build: a missing test set costs no model
+    timer.mark('dataset')
 
     logger = MMLogger.get_instance('mmseg_erf', log_level='INFO')
     model, cfg, report = validation.build_model_checked(
         base_cfg, args.cfg_options, checkpoint=args.checkpoint, device=device,
         trust_checkpoint=args.trust_checkpoint, allow_partial=args.allow_partial,
-        seed=args.seed)
+        seed=args.seed, on_phase=timer.mark)
     _log_weights(logger, model, report, args.checkpoint)
     session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
     validation.check_model(model, session.taps, args.targets, args.class_index,
                            args.input_size, device, validation.cli_name)
+    timer.mark('model checks')
     seen = _resume(state, session, logger) if args.resume else 0
     meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,
                 batch_size=args.batch_size, world_size=world, options=run_options(fingerprint))
     return _compute(args, model, session, dataset, state, seen, out_dir, config_name, meta,
-                    device, logger)
+                    device, logger, timer)
 
 
 def _log_weights(logger, model, report, checkpoint) -> None:
@@ -197,12 +208,13 @@ def _log_weights(logger, model, report, checkpoint) -> None:
 
 
 def _compute(args, model, session, dataset, state, seen, out_dir, config_name, meta,
-             device, logger) -> ERFResult:
+             device, logger, timer: Optional[PhaseTimer] = None) -> ERFResult:
     """The images through the session, with periodic saves; the result written."""
     from mmengine.dataset import DefaultSampler, pseudo_collate
     from mmengine.dist import get_dist_info, is_main_process
     from mmengine.utils import ProgressBar
     _, world = get_dist_info()
+    timer = timer or PhaseTimer()
     sampler = list(DefaultSampler(dataset, shuffle=False, round_up=True))[seen:]
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, num_workers=args.num_workers, sampler=sampler,
@@ -214,10 +226,13 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
     bar = ProgressBar(total) if is_main_process() else None
     if bar is not None and seen:
         bar.update(min(seen * world, total))
-    progress = dict(consumed=seen, saved=seen)
+    # (samples consumed, a copy of the sums of exactly those): Ctrl-C can land after a
+    # batch is summed and before it is recorded; one assignment keeps the pair whole
+    progress = dict(committed=(seen, copy.deepcopy(session.accumulator)), saved=seen)
 
     def after_batch(used, consumed):
-        progress['consumed'] = consumed
+        timer.mark_once('first batch ERF')
+        progress['committed'] = (consumed, copy.deepcopy(session.accumulator))
         if bar is not None and used:
             bar.update(min(used * world, total - bar.completed))
         if args.save_every and consumed - progress['saved'] >= args.save_every:
@@ -225,27 +240,32 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
             progress['saved'] = consumed
 
     try:
-        accumulate(model, session, loader, args.input_size, len(dataset), after_batch, seen)
+        accumulate(model, session, _mark_first(loader, timer, 'first batch loaded'),
+                   args.input_size, len(dataset), after_batch, seen)
     except KeyboardInterrupt:
-        state.save(session, progress['consumed'])
+        consumed, session.accumulator = progress['committed']
+        state.save(session, consumed)
         if world == 1 and session.accumulator is not None:
             partial = session.result(config_name, dict(meta, partial=True))
             partial.write(out_dir)
-        print(f'\ninterrupted: the sums of {progress["consumed"]} samples are saved in {out_dir}'
+        print(f'\ninterrupted: the sums of {consumed} samples are saved in {out_dir}'
               f'{" (metrics.json: partial)" if world == 1 else ""}; continue with --resume',
               file=sys.stderr)
         raise
     except (RuntimeError, MemoryError) as error:
         if not _out_of_memory(error):
             raise
-        state.save(session, progress['consumed'])
+        consumed, session.accumulator = progress['committed']
+        state.save(session, consumed)
         raise ERFUsageError(
             f'out of memory at --input-size {args.input_size} with --batch-size '
-            f'{args.batch_size} on {device} after {progress["consumed"]} samples (saved in '
+            f'{args.batch_size} on {device} after {consumed} samples (saved in '
             f'{out_dir}); rerun with --resume and a smaller --batch-size, or a smaller '
             f'--input-size without --resume') from error
     if bar is not None:
         sys.stdout.write('\n')
+    if args.verbose and is_main_process():
+        logger.info(timer.summary())
     reduce_session(session)
     result = session.result(config_name, meta)
     if is_main_process():
@@ -255,6 +275,13 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
               f'written to {out_dir}')
     state.clear()
     return result
+
+
+def _mark_first(batches, timer: PhaseTimer, label: str):
+    """The batches, with ``timer.mark(label)`` once the first has arrived."""
+    for batch in batches:
+        timer.mark_once(label)
+        yield batch
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -2,7 +2,7 @@
 import copy
 import os
 import os.path as osp
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -195,7 +195,8 @@ class ModelBuildError(ERFUsageError):
 
 def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                     cfg_options: Optional[dict] = None, trust_checkpoint: bool = False,
-                    allow_partial: bool = False, seed: int = 0):
+                    allow_partial: bool = False, seed: int = 0,
+                    on_phase: Optional[Callable[[str], None]] = None):
     """Build the segmentor of an mmseg config, in eval mode, with optional weights.
 
     Without a checkpoint the weights are mmseg's random initialisation (pretrained
@@ -204,6 +205,10 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     ``model.pretrained_files``): the "before training" ERF, reproducible through
     ``seed`` (drawn from a forked RNG: the caller's random state is untouched),
     and identical on every process of a distributed run.
+
+    ``on_phase`` (e.g. :meth:`mmseg_erf.startup.PhaseTimer.mark`) is called with
+    ``'model build'`` (config copy, construction, initial weights) and ``'checkpoint'``
+    (loading, if any, and the move to ``device``) as each ends.
 
     Returns:
         tuple: ``(model, cfg, load_report or None)``.
@@ -218,6 +223,7 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     local_pretrained = disable_pretrained(cfg.model)
     cfg.model.train_cfg = None
+    phase = on_phase or (lambda _label: None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -226,6 +232,7 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
             raise ModelBuildError(error) from error
         if not checkpoint:
             _quiet_init_weights(model)
+    phase('model build')
     report = None
     if checkpoint:
         from .checkpoint import load_model_weights
@@ -234,4 +241,6 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     model.cfg = cfg
     # what init_weights loaded, for the doors to report (a checkpoint replaces it all)
     model.pretrained_files = () if checkpoint else tuple(local_pretrained)
-    return model.to(device).eval(), cfg, report
+    model = model.to(device).eval()
+    phase('checkpoint')
+    return model, cfg, report

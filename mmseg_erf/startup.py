@@ -53,6 +53,11 @@ class PhaseTimer:
         self.phases.append((label, now - self._last))
         self._last = now
 
+    def mark_once(self, label: str) -> None:
+        """:meth:`mark`, unless a phase named ``label`` has ended already."""
+        if all(done != label for done, _ in self.phases):
+            self.mark(label)
+
     def summary(self) -> str:
         parts = ', '.join(f'{label} {seconds:.2f} s' for label, seconds in self.phases)
         total = sum(seconds for _, seconds in self.phases)

@@ -1,6 +1,7 @@
 """compute_erf and tools/erf_seg.py on a small shipped config, end to end."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -94,6 +95,36 @@ def test_cli_end_to_end(images, tmp_path):
     # the CLI and the API are one engine
     api = compute_erf(TINY_CONFIG, images, targets, num_images=3, input_size=64)
     for t in targets:
+        np.testing.assert_allclose(np.load(out / f'erf_{t}.npy'), api.maps[t], rtol=2e-5)
+
+
+def test_cli_default_workers_verbose(images, tmp_path):
+    """The CLI as a user runs it: no --num-workers (2 dataloader worker processes), no
+    OMP_WAIT_POLICY in the environment, --verbose. The maps equal the API's (no workers),
+    the OpenMP runtime reports PASSIVE (GOMP_SPINCOUNT 0; OpenMP's default is 300000),
+    and the start-up line names every phase. Guards the mutations: the wait policy set
+    after ``import torch``, a phase left out of --verbose."""
+    out = tmp_path / 'erf'
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    env['OMP_DISPLAY_ENV'] = 'VERBOSE'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'), TINY_CONFIG, '--img-dir',
+         images, '--targets', 'backbone.1', 'decode_head', '--num-images', '4',
+         '--input-size', '64', '--batch-size', '2', '--out-dir', str(out), '--verbose'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "GOMP_SPINCOUNT = '0'" in proc.stderr
+    line = next(l for l in (proc.stdout + proc.stderr).splitlines() if 'start-up:' in l)
+    phases = re.findall(r'(?:start-up: |, )([A-Za-z -]+) (\d+\.\d+) s', line)
+    assert [p for p, _ in phases] == ['imports', 'config', 'dataset', 'model build',
+                                      'checkpoint', 'model checks', 'first batch loaded',
+                                      'first batch ERF'], line
+    total = float(re.search(r'\((\d+\.\d+) s in all\)', line).group(1))
+    assert abs(sum(float(s) for _, s in phases) - total) < 0.02
+    api = compute_erf(TINY_CONFIG, images, ['backbone.1', 'decode_head'], num_images=4,
+                      input_size=64, batch_size=2)
+    assert json.loads((out / 'metrics.json').read_text())['num_images'] == 4
+    for t in ('backbone.1', 'decode_head'):
         np.testing.assert_allclose(np.load(out / f'erf_{t}.npy'), api.maps[t], rtol=2e-5)
 
 

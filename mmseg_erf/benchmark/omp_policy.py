@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--repeats', type=int, default=2, help='runs of each policy')
     parser.add_argument('--conditions', nargs='+', choices=['idle', 'busy'],
                         default=['idle', 'busy'])
+    parser.add_argument('--policies', nargs='+', choices=POLICIES, default=list(POLICIES))
     parser.add_argument('--threads', type=int, help="torch threads (default torch's)")
     parser.add_argument('--limit', type=float, default=1.2,
                         help='ratio to the best policy the default must stay within')
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     print(f'{args.model} at {args.size}, targets {" ".join(args.targets)}, '
           f'{args.num_images} image(s) per run, {args.repeats} run(s) per policy, '
           f'{os.cpu_count()} CPU cores', flush=True)
-    results = {c: measure_condition(c, spec, args.repeats,
+    results = {c: measure_condition(c, spec, args.repeats, args.policies,
                                     log=lambda m: print(m, flush=True))
                for c in args.conditions}
     print()
