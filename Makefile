@@ -22,4 +22,4 @@ demo: env
 		--out $(DEMO)/overlay.png
 
 test: env
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -rs -p no:cacheprovider

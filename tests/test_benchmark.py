@@ -58,6 +58,19 @@ def test_measure_and_flops(tiny, ref):
     assert bench.ratio_row(report, 1e11).startswith('| tiny | 64 |')
 
 
+def test_cfg_options_reach_every_run(tiny):
+    """``--cfg-options`` (as for the README's gradient-checkpointing figure) is parsed
+    and applied to the model each spawned run builds: a wider decode head costs more
+    forward FLOPs. Guards the mutation: the option parsed but not passed to the runs."""
+    args = bench.build_parser().parse_args(['--cfg-options',
+                                            'model.backbone.use_checkpoint=True'])
+    assert args.cfg_options == {'model.backbone.use_checkpoint': True}
+    spec = dict(config=TINY_CONFIG, size=64, num_images=1, variant='flops', threads=1)
+    wide = bench.run_isolated(dict(spec, cfg_options={'model.decode_head.channels': 64}))
+    plain = bench.count_flops(*tiny)
+    assert wide['flops']['forward'] > plain['forward']
+
+
 def test_config_table_and_targets():
     assert bench.resolve_config(bench.MODEL_TABLE['r50']) is not None
     assert bench.resolve_config('configs/does_not_exist.py') is None

@@ -85,7 +85,7 @@ def runner_ckpt(tmp_path_factory):
     return str(work_dir / 'iter_2.pth')
 
 
-@pytest.mark.skipif(not TORCH_GE_26, reason='torch < 2.6 still loads with full pickle')
+@pytest.mark.skipif(not TORCH_GE_26, reason='needs torch >= 2.6 (older torch loads with full pickle)')
 def test_plain_torch_load_refuses_runner_checkpoint(runner_ckpt):
     # the problem this module solves: torch's default and mmengine's own loader both fail
     with pytest.raises(pickle.UnpicklingError):

@@ -185,14 +185,15 @@ def measure(spec: Mapping) -> dict:
     ``num_images``, and optionally ``batch_size`` (1), ``targets``, ``device``
     ('cpu'), ``amp`` (None, 'bf16', 'fp16': autocast of (b) on a GPU), ``warmup``
     (True), ``seed`` (0), ``images`` (a folder), ``threads`` (torch's default),
-    ``maps_out`` (an .npz path for the summed maps).
+    ``maps_out`` (an .npz path for the summed maps), ``cfg_options`` (config
+    overrides).
     """
     variant = spec['variant']
     device = spec.get('device', 'cpu')
     targets = tuple(spec.get('targets') or TARGETS)
     if spec.get('threads'):
         torch.set_num_threads(int(spec['threads']))
-    model = load_model(spec['config'], device, spec.get('seed', 0))
+    model = load_model(spec['config'], device, spec.get('seed', 0), spec.get('cfg_options'))
     inputs = make_inputs(model, spec['num_images'], spec['size'], spec.get('images'),
                          spec.get('seed', 0))
     result = dict(variant=variant, threads=torch.get_num_threads(),

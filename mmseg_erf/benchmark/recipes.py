@@ -42,8 +42,10 @@ def resolve_config(path: str) -> Optional[str]:
     return None
 
 
-def load_model(config: str, device: str = 'cpu', seed: int = 0):
-    """The config's segmentor with mmseg's random initial weights (seeded), eval mode."""
+def load_model(config: str, device: str = 'cpu', seed: int = 0,
+               cfg_options: Optional[dict] = None):
+    """The config's segmentor with mmseg's random initial weights (seeded), eval mode;
+    ``cfg_options`` overrides config settings (``--cfg-options``)."""
     from ..segmentor import build_segmentor
     path = resolve_config(config)
     if path is None:
@@ -52,7 +54,8 @@ def load_model(config: str, device: str = 'cpu', seed: int = 0):
         # mmseg's own deprecation notes, printed again by every variant's process
         warnings.filterwarnings('ignore', message='``build_loss`` would be deprecated')
         warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
-        model, _, _ = build_segmentor(path, device=device, seed=seed)
+        model, _, _ = build_segmentor(path, device=device, cfg_options=cfg_options,
+                                      seed=seed)
     return model
 
 

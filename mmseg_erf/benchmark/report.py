@@ -80,7 +80,7 @@ def benchmark(name: str, config: str, size: int, args) -> dict:
     base = dict(config=config, size=size, num_images=args.num_images,
                 batch_size=args.batch_size, targets=list(args.targets), device=args.device,
                 warmup=not args.no_warmup, seed=args.seed, images=args.images,
-                threads=args.threads)
+                threads=args.threads, cfg_options=args.cfg_options)
     report = dict(model=name, config=config, size=size, runs={'a': [], 'b': []})
     if not args.no_flops:
         out = run_isolated(dict(base, variant='flops', num_images=1))
@@ -184,6 +184,8 @@ def print_report(report: dict, args, rate: float) -> None:
 
 def build_parser():
     import argparse
+
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         prog='benchmark_erf.py',
         description='Time the reference ERF recipe (a) against mmseg-erf (b) on the same '
@@ -212,6 +214,9 @@ def build_parser():
                         default=os.environ.get('OMP_WAIT_POLICY', 'PASSIVE').upper(),
                         help='OpenMP wait policy of the runs (default PASSIVE unless set '
                              'in the environment: robust on a shared machine)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings of every model, key=value (e.g. '
+                             'model.backbone.use_checkpoint=True)')
     parser.add_argument('--seed', type=int, default=0, help='weights and random images')
     parser.add_argument('--no-warmup', action='store_true',
                         help='also time one-time setup (no untimed pass on the first image)')
@@ -256,7 +261,9 @@ def main(argv=None) -> int:
     for name, config in models:
         for size in args.sizes:
             print(f'\n{name} at {size}: {args.num_images} image(s) per run, targets '
-                  f'{" ".join(args.targets)}', flush=True)
+                  f'{" ".join(args.targets)}'
+                  + (f', --cfg-options {args.cfg_options}' if args.cfg_options else ''),
+                  flush=True)
             report = benchmark(name, config, size, args)
             for key, field in (('mm', 'matmul_rate'), ('conv', 'conv_rate')):
                 rates[key] = max([rates[key]] + [r[field] for runs in report['runs'].values()

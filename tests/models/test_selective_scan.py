@@ -235,7 +235,8 @@ def test_bad_inputs_are_named():
             selective_scan(**inputs, backend='cuda')
 
 
-@pytest.mark.skipif(not cuda_backend_available(), reason='no CUDA selective-scan kernel')
+@pytest.mark.skipif(not cuda_backend_available(), reason='needs a CUDA device and a CUDA selective-scan kernel '
+                    '(selective_scan_cuda_oflex, selective_scan_cuda or mamba_ssm)')
 def test_cuda_kernel_matches_reference():
     inputs = make_inputs(2, 4, 16, 1, 257, dtype=torch.float32)
     grad_out = torch.randn(2, 64, 257)

@@ -79,7 +79,7 @@ def test_reproduces_reference_erf(mini):
     assert ((erf - ref).norm() / ref.norm()) < 1e-5
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (torch.cuda.is_available() is False)')
 def test_cuda_outputs_match_cpu(mini):
     """On CUDA the CUDA selective-scan kernel is used when installed, else the PyTorch scan."""
     io = mini[2]
