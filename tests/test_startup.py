@@ -53,6 +53,19 @@ def test_every_tool_imports_mmseg_erf_before_torch(script):
     assert _first_torch_loader(os.path.join(TOOLS, script)) in (None, 'mmseg_erf')
 
 
+def test_the_package_sets_the_policy_before_any_other_import():
+    """``python -m mmseg_erf`` and console scripts import the package first, so its
+    ``__init__`` must call ``prefer_passive_wait()`` before it imports anything else
+    (a submodule would load torch). Guards the mutation: the call moved below the
+    registration imports."""
+    tree = ast.parse(open(os.path.join(REPO, 'mmseg_erf', '__init__.py')).read())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr)
+                                         and isinstance(n.value, ast.Constant))]
+    first, call = body[0], body[1]
+    assert isinstance(first, ast.ImportFrom) and first.module == 'startup'
+    assert ast.unparse(call) == 'prefer_passive_wait()'
+
+
 def test_prefer_passive_wait_leaves_user_values_and_loaded_runtimes(monkeypatch):
     import torch  # noqa: F401  (loaded: setting the variable now would be a lie)
     monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
