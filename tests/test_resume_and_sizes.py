@@ -96,7 +96,7 @@ def test_sigint_to_a_running_cli_with_workers_then_resume(tmp_path):
     images = os.path.join(make_voc_tree(tmp_path / 'voc', splits=(('val', 12), ),
                                         labels=False), 'images', 'val')
     args = [TINY_CONFIG, '--img-dir', images, '--targets', 'backbone.2', 'decode_head',
-            '--input-size', '96', '--num-images', '12', '--save-every', '1']
+            '--input-size', '64', '--num-images', '12', '--save-every', '1']
     assert main(args + ['--out-dir', str(tmp_path / 'whole'), '--num-workers', '0']) == 0
     out = tmp_path / 'split'
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'),
