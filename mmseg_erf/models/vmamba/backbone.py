@@ -253,14 +253,19 @@ class MM_VSSM(BaseModule):
             self.add_module(f'outnorm{i}', generation.out_norm(self.dims[i]))
         self.apply(self._init_weights)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """VMamba's January 2024 names are renamed first, as VMamba's own
-        ``VSSM._load_from_state_dict`` does, and the log says so."""
+    def rename_legacy_keys(self, state_dict: dict, prefix: str = '') -> int:
+        """Rename VMamba's January 2024 names under ``prefix`` in place and log it;
+        see :func:`rename_legacy_keys`."""
         renamed = rename_legacy_keys(state_dict, prefix)
         if renamed:
             print_log(f'MM_VSSM: renamed {renamed} parameters from VMamba\'s January 2024 '
                       'names (patch_embed.proj/norm, blocks.*.ln_1, blocks.*.self_attention) '
                       'to the current ones', logger='current')
+        return renamed
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # old names first, as VMamba's own VSSM._load_from_state_dict does
+        self.rename_legacy_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod

@@ -177,3 +177,52 @@ def mismatch_hint(model, state_dict: Mapping) -> Optional[str]:
     model_part = f'the config builds a {mine.describe()}' if mine else \
         'the config builds no VMamba'
     return f'{model_part}, but {_advice(theirs, classes)}'
+
+
+_KIND_TEXT = {
+    'segmentation': 'a segmentation checkpoint (state_dict with backbone.* and heads)',
+    'detection': 'a detection checkpoint (mmdet state_dict; only backbone.* fits MM_VSSM)',
+    'classification': 'an ImageNet classification checkpoint',
+}
+
+
+def checkpoint_report(checkpoint: Mapping, path: str) -> Sequence[str]:
+    """Lines saying what VMamba checkpoint ``checkpoint`` (loaded from ``path``) is, which
+    config of this repo loads it, and the command.
+
+    Raises:
+        ValueError: When it holds no VMamba backbone.
+    """
+    from .pretrained import backbone_weights
+    keys = ('model', 'model_ema') if any(
+        isinstance(checkpoint.get(k), Mapping) for k in ('model', 'model_ema')) and \
+        not isinstance(checkpoint.get('state_dict'), Mapping) else ('model', )
+    lines = []
+    for key in keys:
+        if key not in checkpoint and len(keys) > 1:
+            continue
+        weights = backbone_weights(checkpoint, key, path)
+        arch = architecture_of(weights.state_dict)
+        if arch is None:
+            raise ValueError(f'{path} holds no VMamba backbone (no layers.*.blocks.*.op.A_logs '
+                             'entries); it is not a VMamba checkpoint')
+        arch = VMambaArchitecture(**{**arch.__dict__, 'old_names': weights.renamed > 0})
+        entry = f' [{key}]' if weights.kind == 'classification' else ''
+        lines.append(f'{path}{entry}: {_KIND_TEXT[weights.kind]}')
+        lines.append(f'  backbone: {arch.describe()}')
+        head = checkpoint.get('state_dict', {}).get('decode_head.conv_seg.weight') \
+            if weights.kind == 'segmentation' else None
+        configs = matching_configs(arch, _shape(head)[0] if head is not None else None)
+        if not configs:
+            lines.append('  no config in configs/vmamba builds this backbone')
+            continue
+        lines.append(f'  config: {configs[0]}')
+        if configs[1:]:
+            lines.append(f'  same backbone: {", ".join(configs[1:])}')
+        if weights.kind == 'segmentation':
+            lines.append(f'  run: python tools/erf_seg.py {configs[0]} {path}')
+        else:
+            option = '' if key == 'model' else f' model.backbone.pretrained_key={key}'
+            lines.append(f'  run: python tools/erf_seg.py {configs[0]} --cfg-options '
+                         f'model.backbone.pretrained={path}{option}   (heads random)')
+    return lines
