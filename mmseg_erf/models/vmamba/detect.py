@@ -156,8 +156,9 @@ def describe_mismatch(backbone, state_dict: Mapping, missing: Sequence[str] = ()
     theirs = architecture_of(state_dict)
     model = f'this model is a {mine.describe()}' if mine else 'this model is no VMamba'
     if theirs is not None and mine is not None and theirs.same_model(mine):
-        return (f'{model} like the checkpoint, but {len(missing)} tensors are missing, '
-                f'e.g. {list(missing)[:3]}')
+        extra = [k for k in state_dict if k not in backbone.state_dict()]
+        return (f'{model} like the checkpoint, but {len(missing)} tensors are missing '
+                f'(e.g. {list(missing)[:3]}) and {len(extra)} left over (e.g. {extra[:3]})')
     return f'{model}; {_advice(theirs)}'
 
 

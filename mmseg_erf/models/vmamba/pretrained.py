@@ -7,7 +7,6 @@ Mask R-CNN checkpoints written by mmdet (``state_dict`` with ``backbone.*``,
 (``state_dict`` with ``backbone.*`` and the heads). Only backbone tensors are
 taken; January 2024 names are renamed as VMamba does.
 """
-import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -96,8 +95,9 @@ def load_backbone_weights(backbone, path_or_checkpoint, key: str = 'model',
         dict: 'missing' and 'unexpected' key lists, 'kind' of checkpoint.
 
     Raises:
-        ValueError: When backbone parameters other than outnorm* are missing
-            or shapes differ (a checkpoint of another variant).
+        ValueError: When backbone parameters other than outnorm* are missing,
+            backbone entries are left over or shapes differ (a checkpoint of
+            another variant).
     """
     if isinstance(path_or_checkpoint, Mapping):
         checkpoint, source = path_or_checkpoint, 'the given checkpoint'
@@ -110,8 +110,8 @@ def load_backbone_weights(backbone, path_or_checkpoint, key: str = 'model',
     unexpected = [k for k in state if k not in own]
     missing = [k for k in own if k not in state]
     fatal = [k for k in missing if not k.startswith('outnorm')]
-    if fatal or any(tuple(state[k].shape) != tuple(v.shape) for k, v in own.items()
-                    if k in state):
+    if fatal or unexpected or any(tuple(state[k].shape) != tuple(v.shape)
+                                  for k, v in own.items() if k in state):
         from .detect import describe_mismatch
         raise ValueError(f'{source} does not fit this MM_VSSM: '
                          f'{describe_mismatch(backbone, state, fatal)}')
@@ -129,8 +129,4 @@ def load_backbone_weights(backbone, path_or_checkpoint, key: str = 'model',
     if missing:
         print_log(f'MM_VSSM: {len(missing)} tensors not in the checkpoint keep their '
                   f'initial values: {missing}', logger='current')
-    if unexpected:
-        print_log(f'MM_VSSM: {len(unexpected)} checkpoint entries match no parameter '
-                  f'and were ignored, e.g. {unexpected[:5]}', logger='current',
-                  level=logging.WARNING)
     return dict(missing=missing, unexpected=unexpected, kind=weights.kind)
