@@ -1,8 +1,9 @@
 """This package inside VMamba's own segmentation/ folder: VMamba's ``model.py`` registers
 its own ``MM_VSSM`` into mmseg's MODELS (``import model`` in its tools/test.py). A stand-in
 module doing the same is imported before and after ``mmseg_erf``; in both orders the
-Runner's test run with ERFHook works on the host's model, and this package's configs
-still build this package's MM_VSSM."""
+Runner's test run with ERFHook works on the host's model (with only the test data on
+disk, as when evaluating a released checkpoint), and this package's configs still build
+this package's MM_VSSM."""
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, make_voc_tree
 
 # what VMamba's segmentation/model.py does, on a tiny stand-in backbone
 STANDIN = '''
@@ -78,9 +79,10 @@ print(json.dumps(dict(hooked=type(runner.model.backbone).__module__,
 
 
 @pytest.mark.parametrize('order', ('vmamba-first', 'mmseg_erf-first'))
-def test_vmamba_repository_as_host(tmp_path, voc_tree, order):
+def test_vmamba_repository_as_host(tmp_path, order):
     """Without the scoped registry (ours registered as plain MM_VSSM in mmseg's MODELS)
     both orders end in ``KeyError: 'MM_VSSM is already registered'``."""
+    voc_tree = make_voc_tree(tmp_path / 'data', splits=(('val', 3), ))  # no images/train
     standin = tmp_path / 'segmentation'
     standin.mkdir()
     (standin / 'model.py').write_text(STANDIN)
