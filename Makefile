@@ -4,7 +4,7 @@ PY := .venv/bin/python
 DEMO := work_dirs/demo
 DEMO_ARGS := --img-dir $(DEMO)/images --targets all --num-images 8 --input-size 384 \
 	--batch-size 2 --num-workers 0 --overwrite
-VMAMBA_T := configs/vmamba/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py
+VMAMBA_T := configs/vmamba/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py
 
 .PHONY: env demo test
 

@@ -337,6 +337,20 @@ def _state_dict_of(checkpoint, source) -> Mapping:
         f'tensors, got keys {sorted(map(str, checkpoint))[:10]}')
 
 
+def _rename_legacy_keys(model: torch.nn.Module, state_dict: dict) -> None:
+    """Let modules that know older names of their parameters rename them (MM_VSSM:
+    VMamba's January 2024 names), as their ``_load_from_state_dict`` would."""
+    for name, module in model.named_modules():
+        if hasattr(module, 'rename_legacy_keys'):
+            module.rename_legacy_keys(state_dict, f'{name}.' if name else '')
+
+
+def _mismatch_hint(model: torch.nn.Module, state_dict: Mapping) -> Optional[str]:
+    """Which config builds the model a mismatching checkpoint holds (VMamba backbones)."""
+    from .models.vmamba.detect import mismatch_hint
+    return mismatch_hint(model, state_dict)
+
+
 def load_model_weights(model: torch.nn.Module, path_or_checkpoint, *, strict: bool = True,
                        trust: bool = False, revise_keys=((r'^module\.', ''), ),
                        logger=None) -> LoadReport:
@@ -375,6 +389,7 @@ def load_model_weights(model: torch.nn.Module, path_or_checkpoint, *, strict: bo
         for pattern, replacement in revise_keys:
             key = re.sub(pattern, replacement, key)
         revised[key] = value
+    _rename_legacy_keys(model, revised)
     own = model.state_dict()
     mismatches = tuple((key, tuple(revised[key].shape), tuple(own[key].shape))
                        for key in own if key in revised
@@ -385,6 +400,9 @@ def load_model_weights(model: torch.nn.Module, path_or_checkpoint, *, strict: bo
                         unexpected_keys=tuple(k for k in revised if k not in own),
                         shape_mismatches=mismatches, trusted=bool(trust and path))
     if strict and (report.missing_keys or report.unexpected_keys or mismatches):
+        hint = _mismatch_hint(model, revised)
+        if hint:
+            raise CheckpointMismatchError(f'{source} does not fit the model: {hint}')
         raise CheckpointMismatchError(
             f'{source} does not fit {type(model).__name__}: {report}. Pass --allow-partial '
             '(strict=False in Python) to load the tensors that fit anyway')

@@ -1,16 +1,19 @@
 """Selective scan: this package's parallel scan next to the sequential reference.
 
 Times forward + backward of both at VMamba-T stage-1 shapes for a 512x512
-input (L = 128 * 128 positions, K = 4 directions, D = 96 channels per
-direction, d_state 1, batch 1) and prints the speed-up, then compares
-outputs and gradients in float64. Two storage orders of the same
+input (L = 128 * 128 positions, K = 4 directions, batch 1), for both
+generations: d_state 1 with D = 96 channels per direction (new VMamba-T) and
+d_state 16 with D = 192 (first-generation VMamba-T, ssm_ratio 2), and prints
+the speed-ups, then compares outputs and gradients in float64 (at
+``--check-length`` positions: the float64 reference at d_state 16 and full
+length would need several GiB). Two storage orders of the same
 (batch, K*D, L) inputs are timed: channel-major (contiguous, as Mamba's and
 VMamba's kernels take them) and token-major (``x.transpose(1, 2)`` of a
 contiguous (batch, L, K*D) tensor: what MM_VSSM's SS2D produces and feeds to
 the scan). Each is compared with the reference run on the same storage.
 
-    .venv/bin/python tools/benchmark_scan.py            # ~45 s on 2 idle cores
-    .venv/bin/python tools/benchmark_scan.py --length 4096 --repeats 5
+    .venv/bin/python tools/benchmark_scan.py            # both d_state values
+    .venv/bin/python tools/benchmark_scan.py --d-state 1 --length 4096 --repeats 5
 
 The reference is ``selective_scan_reference``, the loop the tests compare
 against: one Python iteration per position, with per-position tensors taken
@@ -36,9 +39,14 @@ print = functools.partial(print, flush=True)  # noqa: A001 (progress shows in lo
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--length', type=int, default=128 * 128, help='sequence length L')
-    parser.add_argument('--channels', type=int, default=96, help='channels D per direction')
+    parser.add_argument('--channels', type=int, default=None,
+                        help='channels D per direction (default: 96 at d_state 1, 192 '
+                        'otherwise, VMamba-T of each generation)')
     parser.add_argument('--directions', type=int, default=4, help='scan directions K')
-    parser.add_argument('--d-state', type=int, default=1, help='state size N')
+    parser.add_argument('--d-state', type=int, nargs='+', default=[1, 16],
+                        help='state sizes N, one table row set each')
+    parser.add_argument('--check-length', type=int, default=4096,
+                        help='sequence length of the float64 error check')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--chunk-size', type=int, default=None,
                         help='chunk_size of selective_scan (default: automatic)')
@@ -101,6 +109,12 @@ def forward_backward(fn, inputs, grad_out, **kwargs):
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
+    for nstate in args.d_state:
+        channels = args.channels or (96 if nstate == 1 else 192)
+        benchmark(argparse.Namespace(**{**vars(args), 'd_state': nstate, 'channels': channels}))
+
+
+def benchmark(args):
     kd = args.directions * args.channels
     print(f'shapes: u/delta ({args.batch}, {kd}, {args.length}), B/C ({args.batch}, '
           f'{args.directions}, {args.d_state}, {args.length}); {args.threads} threads; '
@@ -124,10 +138,13 @@ def main():
               f'{best[1] * 1e3:>16.0f} / {median[1] * 1e3:5.0f} ms'
               f'{best[1] / best[0]:>15.1f}x / {median[1] / median[0]:4.1f}x')
 
-    print('float64 error vs the reference (max |diff| relative to max |reference|):')
+    check = argparse.Namespace(**{**vars(args), 'length': min(args.length, args.check_length)})
+    print(f'float64 error vs the reference at L = {check.length} (max |diff| relative to max '
+          '|reference|):')
     worst = 0.0
     for name, store in layouts.items():
-        inputs64, g = store(make_inputs(args, torch.float64), grad_out.double())
+        inputs64, g = store(make_inputs(check, torch.float64),
+                            grad_out[..., :check.length].double())
         _, out, grads = forward_backward(selective_scan, inputs64, g,
                                          chunk_size=args.chunk_size)
         _, ref, ref_grads = forward_backward(selective_scan_reference, inputs64, g)

@@ -14,7 +14,9 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 # name -> config; configs that do not exist (yet) are skipped with a note
 MODEL_TABLE = {
-    'vmamba-t': 'configs/vmamba/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py',
+    'vmamba-t': 'configs/vmamba/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py',
+    # first-generation VMamba-T (d_state 16, z-gated SS2D, no MLP)
+    'vmamba0-t': 'configs/vmamba/vssm/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py',
     'r50': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
     'tiny': 'configs/demo/upernet_r18-tiny_imagefolder.py',
 }

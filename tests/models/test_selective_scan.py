@@ -48,6 +48,7 @@ CASES = [
     (2, 1, 4, 2, 1, 8),
     (1, 2, 3, 2, 23, 1),
     (2, 2, 3, 1, 50, 64),
+    (1, 4, 3, 16, 70, 16),  # the first VMamba generation's d_state, states recomputed
 ]
 
 
@@ -246,3 +247,29 @@ def test_cuda_kernel_matches_reference():
     assert rel_err(out.cpu(), ref) < 1e-4
     for name, ref_grad in ref_grads.items():
         assert rel_err(grads[name].cpu(), ref_grad) < 1e-3, name
+
+
+@pytest.mark.parametrize('layout', ('channel-major', 'token-major'))
+def test_many_states_are_recomputed_not_kept(layout):
+    """With N > 1 states per channel only the states entering each tile are kept for
+    backward (the full (batch, L, K*D, N) states would be N times the inputs); the
+    gradients stay exact. Mutation: keeping the full states (``full = keep``) fails."""
+    batch, groups, dim, nstate, length = 1, 2, 4, 16, 96
+    inputs = make_inputs(batch, groups, dim, nstate, length)
+    if layout == 'token-major':
+        inputs = {k: v.transpose(1, 2).contiguous().transpose(1, 2) if v.dim() == 3 else v
+                  for k, v in inputs.items()}
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    grad_out = torch.randn(batch, groups * dim, length, dtype=torch.float64)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, grads = run(selective_scan, inputs, grad_out, delta_softplus=True, chunk_size=32)
+    assert saved and max(saved) < batch * length * groups * dim * nstate
+    ref, ref_grads = run(selective_scan_reference, inputs, grad_out, delta_softplus=True)
+    assert rel_err(out, ref) < 1e-12
+    for name, ref_grad in ref_grads.items():
+        assert rel_err(grads[name], ref_grad) < 1e-10, name

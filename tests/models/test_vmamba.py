@@ -12,7 +12,7 @@ from mmseg_erf.models.vmamba.ss2d import cross_merge, cross_scan
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FIXTURES = osp.join(REPO, 'tests', 'fixtures', 'vmamba')
-CONFIGS = osp.join(REPO, 'configs', 'vmamba')
+CONFIGS = osp.join(REPO, 'configs', 'vmamba', 'vssm1')
 VARIANTS = ('tiny', 'small', 'base')
 
 
@@ -117,9 +117,8 @@ def test_cross_scan_orders():
     assert torch.equal(cross_scan(per, per_direction=True), xs * torch.arange(1., 5.)[:, None])
 
 
-@pytest.mark.parametrize('name,value', [('forward_type', 'v2'), ('forward_type', 'v05'),
-                                        ('downsample_version', 'v1'),
-                                        ('patchembed_version', 'v1'), ('norm_layer', 'ln'),
+@pytest.mark.parametrize('name,value', [('forward_type', 'v3'), ('forward_type', 'v05'),
+                                        ('forward_type', 'v0seq'),
                                         ('ssm_act_layer', 'gelu'), ('gmlp', True),
                                         ('posembed', True), ('ssm_init', 'v1')])
 def test_unsupported_variants_are_refused(name, value):
@@ -127,6 +126,21 @@ def test_unsupported_variants_are_refused(name, value):
         MM_VSSM(dims=8, depths=(1, 1), **{name: value})
     message = str(info.value)
     assert name in message and repr(value) in message and 'supported' in message
+
+
+@pytest.mark.parametrize('forward_type,name,value', [
+    ('v05_noz', 'downsample_version', 'v1'), ('v05_noz', 'patchembed_version', 'v1'),
+    ('v05_noz', 'norm_layer', 'ln'), ('v05_noz', 'mlp_ratio', 0.0),
+    ('v0', 'downsample_version', 'v3'), ('v0', 'norm_layer', 'ln2d'),
+    ('v0', 'ssm_conv_bias', False), ('v0', 'mlp_ratio', 4.0)])
+def test_mixing_the_generations_is_refused(forward_type, name, value):
+    first = dict(downsample_version='v1', patchembed_version='v1', norm_layer='ln',
+                 ssm_conv_bias=True, mlp_ratio=0.0)
+    kwargs = {**(first if forward_type == 'v0' else {}), name: value}
+    with pytest.raises(ValueError) as info:
+        MM_VSSM(dims=8, depths=(1, 1), forward_type=forward_type, **kwargs)
+    message = str(info.value)
+    assert f'{name}={value!r}' in message and 'generation' in message
 
 
 def test_swin_leftovers_and_unknown_arguments_are_refused():
@@ -169,7 +183,7 @@ def test_loads_a_classification_checkpoint(mini, tmp_path):
     handler.emit = records.append
     logger.addHandler(handler)
     try:
-        report = model.load_classification_checkpoint(path)
+        report = model.load_pretrained(path)
     finally:
         logger.removeHandler(handler)
     loaded = model.state_dict()
@@ -189,44 +203,31 @@ def test_pretrained_is_loaded_by_init_weights(mini, tmp_path):
     torch.save(dict(model_ema=ckpt['model']), path)
     kwargs, state, _ = mini
     with pytest.raises(ValueError, match="no weights under 'model'"):
-        MM_VSSM(**kwargs).load_classification_checkpoint(path)
+        MM_VSSM(**kwargs).load_pretrained(path)
     model = MM_VSSM(**kwargs, pretrained=path)
-    with pytest.raises(ValueError, match="key=\"model_ema\""):
+    with pytest.raises(ValueError, match='pretrained_key="model" or "model_ema"'):
         model.init_weights()
     model = MM_VSSM(**kwargs)
-    model.load_classification_checkpoint(path, key='model_ema')
+    model.load_pretrained(path, key='model_ema')
     assert torch.equal(model.layers[1].blocks[0].op.A_logs, state['layers.1.blocks.0.op.A_logs'])
+    model = MM_VSSM(**kwargs, pretrained=path, pretrained_key='model_ema')
+    model.init_weights()
+    assert torch.equal(model.layers[2].blocks[1].op.Ds, state['layers.2.blocks.1.op.Ds'])
+    with pytest.raises(ValueError, match="pretrained_key='ema'"):
+        MM_VSSM(**kwargs, pretrained=path, pretrained_key='ema')
 
 
 def test_missing_backbone_weights_raise(mini):
     kwargs = mini[0]
     dropped = ('patch_embed.0.weight', 'layers.2.blocks.1.op.Ds')
-    with pytest.raises(ValueError, match='lacks 2 of the') as info:
-        MM_VSSM(**kwargs).load_classification_checkpoint(classification_checkpoint(mini, dropped))
+    with pytest.raises(ValueError, match='like the checkpoint, but 2 tensors are missing') as info:
+        MM_VSSM(**kwargs).load_pretrained(classification_checkpoint(mini, dropped))
     assert 'patch_embed.0.weight' in str(info.value)
     other = {**kwargs, 'ssm_ratio': 1.0}
-    with pytest.raises(ValueError, match='shape mismatches'):
-        MM_VSSM(**other).load_classification_checkpoint(classification_checkpoint(mini))
-
-
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_configs_build_the_released_models(variant):
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    cfg = Config.fromfile(osp.join(CONFIGS, f'upernet_vssm_4xb4-160k_ade20k-512x512_{variant}.py'))
-    spec = manifest(variant)
-    backbone = cfg.model.backbone
-    assert backbone.type == 'MM_VSSM' and backbone.pretrained is None
-    for key, value in spec['config'].items():
-        assert backbone[key] == (tuple(value) if isinstance(value, list) else value), key
-    with torch.device('meta'):
-        model = MODELS.build(cfg.model)
-    got = [[k, list(v.shape)] for k, v in model.state_dict().items() if k.startswith('backbone.')]
-    assert got == spec['params']
-    assert list(cfg.model.decode_head.in_channels) == model.backbone.dims
-    assert cfg.model.auxiliary_head.in_channels == model.backbone.dims[2]
+    with pytest.raises(ValueError, match=r'ssm_ratio 1, with MLP\); it holds a new-generation '
+                       r'VMamba \(v2\) backbone \(dims \[32, 64, 128, 256\], depths \[1, 1, 2, 1\], '
+                       r'd_state 1, ssm_ratio 2, with MLP\), which no config'):
+        MM_VSSM(**other).load_pretrained(classification_checkpoint(mini))
 
 
 def test_classification_checkpoint_through_the_config(mini, tmp_path):

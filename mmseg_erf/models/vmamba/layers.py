@@ -1,4 +1,5 @@
-"""Channel-first building blocks of VMamba v2 (norm_layer='ln2d').
+"""Building blocks of VMamba: channel-first ones of the new generation
+(norm_layer='ln2d') and channels-last ones of the first (norm_layer='ln').
 
 Module and parameter names, and the positions of modules inside
 ``nn.Sequential`` containers, follow VMamba so that its checkpoints load with
@@ -10,7 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['LayerNorm2d', 'Linear2d', 'Mlp', 'PatchEmbedV2', 'DownsampleV3']
+__all__ = [
+    'LayerNorm2d', 'Linear2d', 'Mlp', 'PatchEmbedV2', 'DownsampleV3', 'ChannelsLastOutNorm',
+    'PatchEmbedV1', 'PatchMergingV1'
+]
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -106,3 +110,66 @@ class DownsampleV3(nn.Sequential):
             nn.Identity(),
             LayerNorm2d(out_dim),  # 3
         )
+
+
+# --- first generation (norm_layer='ln'): channels-last (N, H, W, C) activations ---
+
+
+class ChannelsLastOutNorm(nn.LayerNorm):
+    """``outnorm{i}`` of the first generation: LayerNorm on (N, H, W, C), returned as
+    an (N, C, H, W) view, the layout every mmseg neck and head takes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).permute(0, 3, 1, 2)
+
+
+class ToChannelsLast(nn.Module):
+    """(N, C, H, W) -> (N, H, W, C) view: VMamba's parameter-free ``Permute`` slot."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class PatchEmbedV1(nn.Sequential):
+    """VMamba's ``patchembed_version='v1'``: a 4x4 stride-4 convolution, then LayerNorm
+    on the channels-last result (``patch_embed.0`` and ``patch_embed.2``).
+
+    Args:
+        in_chans (int): Input channels.
+        embed_dim (int): Output channels (dims of stage 0).
+        patch_size (int): Kernel size and stride. Defaults to 4.
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 4):
+        super().__init__(
+            nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size),  # 0
+            ToChannelsLast(),
+            nn.LayerNorm(embed_dim),  # 2
+        )
+
+
+class PatchMergingV1(nn.Module):
+    """VMamba's ``downsample_version='v1'`` (Swin's patch merging), channels-last.
+
+    The four pixels of each 2x2 cell are concatenated in the order (0, 0), (1, 0),
+    (0, 1), (1, 1) (row offset first), normalised over the 4C channels, then
+    projected to ``out_dim`` without bias. Odd sizes are zero-padded at the
+    bottom/right first, as VMamba's current code does.
+
+    Args:
+        dim (int): Input channels.
+        out_dim (int): Output channels.
+    """
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) -> (N, ceil(H / 2), ceil(W / 2), out_dim)."""
+        height, width = x.shape[1:3]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        cells = (x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2])
+        return self.reduction(self.norm(torch.cat(cells, dim=-1)))

@@ -278,6 +278,32 @@ class _Tile:
         return t.view(bt, length, self.groups, self.dim, -1)
 
 
+def _tile_states(tile: _Tile, a: torch.Tensor, dtu: torch.Tensor,
+                 entering: Optional[torch.Tensor], h: torch.Tensor,
+                 prod_buf: Optional[torch.Tensor], closed_form: bool) -> torch.Tensor:
+    """The states of one tile, written to ``h``: ``h[t] = a[t] h[t - 1] + dtu[t] B[t]``
+    from ``entering`` (the state before the tile; None: zero).
+
+    Args:
+        tile (_Tile): Its shapes and parameter slices.
+        a (Tensor): Decays exp(dt A), (Bt, t, width, N).
+        dtu (Tensor): dt * u, (Bt, t, width).
+        entering (Tensor, optional): (Bt, width, N).
+        h (Tensor): Output, (Bt, t, width, N).
+        prod_buf (Tensor, optional): Scratch of the closed form, (Bt, chunk, width, N).
+        closed_form (bool): Try the closed form first.
+    """
+    bt, t = h.shape[:2]
+    torch.mul(tile.grouped(dtu), tile.B[:, :, :, None], out=tile.grouped(h))
+    if entering is not None:  # the state carried in from the previous chunk
+        h[:, 0].addcmul_(a[:, 0], entering)
+    a2, h2 = a.view(bt, t, -1), h.view(bt, t, -1)
+    if not (closed_form and _closed_form_scan(
+            a2, h2, prod_buf[:, :t].view(bt, t, -1), _CLOSED_FORM_BLOCK)):
+        linear_scan(a2, h2, out=h2)
+    return h
+
+
 class _SelectiveScanTokensFn(torch.autograd.Function):
     """u, delta: (Bt, L, K*D), either layout; B, C: (Bt, L, K, N); one dtype.
 
@@ -297,21 +323,28 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         transform = delta_bias is not None or delta_softplus
         dts = torch.empty_like(delta) if transform else delta  # step sizes, saved
         out = torch.empty_like(u)
-        # the states are kept for backward only; without grad one tile's worth is enough
+        # The states are kept for backward only, and in full only when they are no larger
+        # than u (N = 1): with N states per channel (16 in the first VMamba generation)
+        # they would be N times the inputs, so the backward recomputes each tile's
+        # states from the state entering it, the only states kept then.
         keep = any(ctx.needs_input_grad)
-        states = _new_states(u, length, kd, nstate) if keep else None
+        full = keep and nstate == 1
+        states = _new_states(u, length, kd, nstate) if full else None
+        entering = {}  # (channel start, position start) -> state entering that tile
         decay_buf, drive_buf = _new_states(u, chunk, width, nstate), _new_tokens(u, chunk, width)
         closed_form = _closed_form_applies(u, A, delta_softplus)
         prod_buf = _new_states(u, chunk, width, nstate) if closed_form else None
-        state_buf = None if keep else _new_states(u, chunk, width, nstate)
+        state_buf = None if full else _new_states(u, chunk, width, nstate)
         last = None
         for cs, ps in _tiles(length, chunk, kd, width):
             tile = _Tile(cs, ps, dim, A, B, C, D, delta_bias)
             t = tile.length
             if ps.start == 0:
                 last = None  # a new block of channels starts from the zero state
+            if keep and not full:
+                entering[cs.start, ps.start] = last
             dt, u_t = dts[:, ps, cs], u[:, ps, cs]
-            h = states[:, ps, cs] if keep else state_buf[:, :t]
+            h = states[:, ps, cs] if full else state_buf[:, :t]
             z = delta[:, ps, cs]
             if delta_bias is not None:  # in scratch when softplus follows: dts is written once
                 z = torch.add(z, tile.delta_bias, out=drive_buf[:, :t] if delta_softplus else dt)
@@ -320,14 +353,8 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             a = decay_buf[:, :t]
             torch.mul(dt[..., None], tile.A, out=a).exp_()
             dtu = torch.mul(dt, u_t, out=drive_buf[:, :t])
-            torch.mul(tile.grouped(dtu), tile.B[:, :, :, None], out=tile.grouped(h))
-            if last is not None:  # the state carried in from the previous chunk
-                h[:, 0].addcmul_(a[:, 0], last)
-            a2, h2 = a.view(bt, t, -1), h.view(bt, t, -1)
-            if not (closed_form and _closed_form_scan(
-                    a2, h2, prod_buf[:, :t].view(bt, t, -1), _CLOSED_FORM_BLOCK)):
-                linear_scan(a2, h2, out=h2)
-            last = h[:, -1] if keep else h[:, -1].clone()  # the scratch gets overwritten
+            _tile_states(tile, a, dtu, last, h, prod_buf, closed_form)
+            last = h[:, -1] if full else h[:, -1].clone()  # the scratch gets overwritten
             # y = sum_n C h + D u, built in scratch so that ``out`` is written once
             y = tile.grouped(out[:, ps, cs])[..., 0]
             h5 = tile.grouped(h)
@@ -345,6 +372,7 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         # the backward walks the same tiles and takes the same closed form
         ctx.width, ctx.closed_form = width, closed_form
         ctx.has_bias = delta_bias is not None
+        ctx.entering = entering
         return out
 
     @staticmethod
@@ -369,6 +397,7 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
         dbias = u.new_zeros(kd) if ctx.has_bias and need[6] else None
         decay_buf, adjoint_buf, product_buf = (
             _new_states(u, chunk, width, nstate) for _ in range(3))
+        state_buf = _new_states(u, chunk, width, nstate) if states is None else None
         closed_form = ctx.closed_form
         prod_buf = _new_states(u, chunk, width, nstate) if closed_form else None
         dtu_buf, ddtu_buf, ddt_buf = (_new_tokens(u, chunk, width) for _ in range(3))
@@ -378,10 +407,17 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             t = tile.length
             if ps.stop == length:
                 carry = None  # a new block of channels: nothing comes after its end
-            dt, u_t, gy, h = dts[:, ps, cs], u[:, ps, cs], gy_all[:, ps, cs], states[:, ps, cs]
+            dt, u_t, gy = dts[:, ps, cs], u[:, ps, cs], gy_all[:, ps, cs]
+            a = torch.mul(dt[..., None], tile.A, out=decay_buf[:, :t]).exp_()
+            if states is None:  # the forward's states of this tile, again
+                previous = ctx.entering[cs.start, ps.start]
+                h = _tile_states(tile, a, torch.mul(dt, u_t, out=dtu_buf[:, :t]), previous,
+                                 state_buf[:, :t], prod_buf, closed_form)
+            else:
+                h = states[:, ps, cs]
+                previous = states[:, ps.start - 1, cs] if ps.start > 0 else None
             gy5, h5 = tile.grouped(gy), tile.grouped(h)
             product = tile.grouped(product_buf[:, :t])
-            a = torch.mul(dt[..., None], tile.A, out=decay_buf[:, :t]).exp_()
             if dC is not None:
                 dC[:, ps, tile.gs] += torch.mul(gy5, h5, out=product).sum(3)
             # adjoint recurrence: g[t] = dL/dh[t] + a[t + 1] g[t + 1], run backwards in
@@ -413,8 +449,8 @@ class _SelectiveScanTokensFn(torch.autograd.Function):
             # dL/d(dt A)[t] = g[t] a[t] h[t - 1], with h[-1] = 0
             dla = a
             dla[:, 1:].mul_(h[:, :-1])
-            if ps.start > 0:
-                dla[:, 0].mul_(states[:, ps.start - 1, cs])
+            if previous is not None:
+                dla[:, 0].mul_(previous)
             else:
                 dla[:, 0] = 0
             dla.mul_(g)

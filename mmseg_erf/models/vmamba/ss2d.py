@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .cuda_scan import cuda_backend_available
 from .selective_scan import selective_scan, selective_scan_tokens
 
-__all__ = ['SS2D', 'cross_scan', 'cross_merge']
+__all__ = ['SSMCore', 'SS2D', 'cross_scan', 'cross_merge']
 
 #: Scan directions: row-major, column-major, and both reversed.
 NUM_DIRECTIONS = 4
@@ -59,7 +59,87 @@ def cross_merge(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
         cols.view(batch, width, height, channels).transpose(1, 2)
 
 
-class SS2D(nn.Module):
+class SSMCore(nn.Module):
+    """The parameters and the four-direction selective scan every SS2D shares.
+
+    Registers VMamba's own SS2D parameters (``x_proj_weight``, ``A_logs``, ``Ds``,
+    ``dt_projs_weight``, ``dt_projs_bias``, in that state-dict order); the
+    subclasses add the projections, convolution and norm around the scan.
+
+    Args:
+        d_model (int): Input/output channels.
+        d_state (int): SSM state size N.
+        d_inner (int): Channels of the scan.
+        dt_rank (int | str): Rank of the step-size projection; 'auto' means
+            ceil(d_model / 16).
+        chunk_size (int, optional): ``chunk_size`` of the selective scan
+            (None: automatic).
+    """
+
+    def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank='auto',
+                 chunk_size: Optional[int] = None):
+        super().__init__()
+        k = NUM_DIRECTIONS
+        self.d_model, self.d_state, self.d_inner = int(d_model), int(d_state), int(d_inner)
+        self.dt_rank = int(math.ceil(d_model / 16) if dt_rank == 'auto' else dt_rank)
+        self.chunk_size = chunk_size
+        self.x_proj_weight = nn.Parameter(
+            torch.empty(k, self.dt_rank + 2 * self.d_state, self.d_inner))
+        self.A_logs = nn.Parameter(torch.empty(k * self.d_inner, self.d_state))
+        self.Ds = nn.Parameter(torch.empty(k * self.d_inner))
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, self.d_inner, self.dt_rank))
+        self.dt_projs_bias = nn.Parameter(torch.empty(k, self.d_inner))
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, dt_scale=1.0):
+        """Mamba's initialisation of the SSM parameters (VMamba's ``initialize='v0'``)."""
+        if self.x_proj_weight.is_meta:
+            return
+        # x_proj: the default nn.Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        bound = 1 / math.sqrt(self.d_inner)
+        self.x_proj_weight.uniform_(-bound, bound)
+        std = self.dt_rank**-0.5 * dt_scale
+        self.dt_projs_weight.uniform_(-std, std)
+        # softplus(bias) is log-uniform in [dt_min, dt_max]; the bias is its inverse
+        dt = torch.exp(
+            torch.rand(self.dt_projs_bias.shape) * (math.log(dt_max) - math.log(dt_min)) +
+            math.log(dt_min)).clamp(min=dt_init_floor)
+        self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        # S4D-real: A = -(1..N) per channel, stored as log
+        a = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+        self.A_logs.copy_(torch.log(a).expand_as(self.A_logs))
+        self.Ds.fill_(1.0)
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """The four-direction selective scan: (B, H, W, d_inner) -> same shape."""
+        batch, height, width, channels = x.shape
+        k, length = NUM_DIRECTIONS, height * width
+        rank, nstate = self.dt_rank, self.d_state
+        xs = cross_scan(x).view(batch, length, k * channels)
+        # VMamba projects each direction's sequence with its own weights (grouped
+        # 1x1 convolutions). Projections are per pixel, so they commute with the
+        # scan orders: project the pixels once with all four weights (one GEMM),
+        # then put direction k's projection in scan order k.
+        x_dbl = F.linear(x, self.x_proj_weight.reshape(-1, channels))
+        x_dbl = cross_scan(x_dbl.view(batch, height, width, k, -1), per_direction=True)
+        dts, bs, cs = torch.split(x_dbl, [rank, nstate, nstate], dim=3)
+        # dt projection as one block-diagonal GEMM: faster on CPU than four thin ones
+        dts = F.linear(dts.reshape(batch, length, k * rank),
+                       torch.block_diag(*self.dt_projs_weight))
+        params = (-torch.exp(self.A_logs.float()), self.Ds.float(),
+                  self.dt_projs_bias.reshape(-1).float())
+        if xs.is_cuda and cuda_backend_available():
+            # the CUDA kernels take channel-major (B, K*D, L) tensors
+            ys = selective_scan(xs.transpose(1, 2), dts.transpose(1, 2), params[0],
+                                bs.permute(0, 2, 3, 1), cs.permute(0, 2, 3, 1), *params[1:],
+                                delta_softplus=True).transpose(1, 2)
+        else:
+            ys = selective_scan_tokens(xs, dts, params[0], bs, cs, *params[1:],
+                                       delta_softplus=True, chunk_size=self.chunk_size)
+        return cross_merge(ys.reshape(batch, length, k, channels), height, width)
+
+
+class SS2D(SSMCore):
     """2D selective scan of VMamba, ``forward_type='v05_noz'``.
 
     Takes and returns (B, d_model, H, W) tensors (the output is a
@@ -94,22 +174,10 @@ class SS2D(nn.Module):
                  dt_init_floor: float = 1e-4,
                  dt_scale: float = 1.0,
                  chunk_size: Optional[int] = None):
-        super().__init__()
-        k = NUM_DIRECTIONS
-        self.d_model, self.d_state = int(d_model), int(d_state)
-        self.d_inner = int(ssm_ratio * d_model)
-        self.dt_rank = int(math.ceil(d_model / 16) if dt_rank == 'auto' else dt_rank)
-        self.chunk_size = chunk_size
-        # Registration order is VMamba's: own parameters come first in the state
-        # dict (x_proj_weight, A_logs, Ds, dt_projs_*), then out_norm, in_proj,
-        # conv2d, out_proj. in_proj/out_proj/out_norm act on channels-last
-        # tensors, so they are the plain nn modules (same parameter shapes).
-        self.x_proj_weight = nn.Parameter(
-            torch.empty(k, self.dt_rank + 2 * self.d_state, self.d_inner))
-        self.A_logs = nn.Parameter(torch.empty(k * self.d_inner, self.d_state))
-        self.Ds = nn.Parameter(torch.empty(k * self.d_inner))
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, self.d_inner, self.dt_rank))
-        self.dt_projs_bias = nn.Parameter(torch.empty(k, self.d_inner))
+        super().__init__(d_model, d_state, int(ssm_ratio * d_model), dt_rank, chunk_size)
+        # Module order is VMamba's (out_norm, in_proj, conv2d, out_proj).
+        # in_proj/out_proj/out_norm act on channels-last tensors, so they are the
+        # plain nn modules (same parameter shapes).
         self.out_norm = nn.LayerNorm(self.d_inner)
         self.in_proj = nn.Linear(self.d_model, self.d_inner, bias=False)
         self.act = nn.SiLU()
@@ -119,26 +187,6 @@ class SS2D(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor, dt_scale)
 
-    @torch.no_grad()
-    def reset_ssm_parameters(self, dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, dt_scale=1.0):
-        """Mamba's initialisation of the SSM parameters (VMamba's ``initialize='v0'``)."""
-        if self.x_proj_weight.is_meta:
-            return
-        # x_proj: the default nn.Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        bound = 1 / math.sqrt(self.d_inner)
-        self.x_proj_weight.uniform_(-bound, bound)
-        std = self.dt_rank**-0.5 * dt_scale
-        self.dt_projs_weight.uniform_(-std, std)
-        # softplus(bias) is log-uniform in [dt_min, dt_max]; the bias is its inverse
-        dt = torch.exp(
-            torch.rand(self.dt_projs_bias.shape) * (math.log(dt_max) - math.log(dt_min)) +
-            math.log(dt_min)).clamp(min=dt_init_floor)
-        self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        # S4D-real: A = -(1..N) per channel, stored as log
-        a = torch.arange(1, self.d_state + 1, dtype=torch.float32)
-        self.A_logs.copy_(torch.log(a).expand_as(self.A_logs))
-        self.Ds.fill_(1.0)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d_model, H, W) -> (B, d_model, H, W)."""
         x = self.in_proj(x.permute(0, 2, 3, 1))
@@ -146,31 +194,3 @@ class SS2D(nn.Module):
         y = self.scan(x.permute(0, 2, 3, 1))
         y = self.out_proj(self.out_norm(y.to(x.dtype)))
         return self.dropout(y.permute(0, 3, 1, 2))
-
-    def scan(self, x: torch.Tensor) -> torch.Tensor:
-        """The four-direction selective scan: (B, H, W, d_inner) -> same shape."""
-        batch, height, width, channels = x.shape
-        k, length = NUM_DIRECTIONS, height * width
-        rank, nstate = self.dt_rank, self.d_state
-        xs = cross_scan(x).view(batch, length, k * channels)
-        # VMamba projects each direction's sequence with its own weights (grouped
-        # 1x1 convolutions). Projections are per pixel, so they commute with the
-        # scan orders: project the pixels once with all four weights (one GEMM),
-        # then put direction k's projection in scan order k.
-        x_dbl = F.linear(x, self.x_proj_weight.reshape(-1, channels))
-        x_dbl = cross_scan(x_dbl.view(batch, height, width, k, -1), per_direction=True)
-        dts, bs, cs = torch.split(x_dbl, [rank, nstate, nstate], dim=3)
-        # dt projection as one block-diagonal GEMM: faster on CPU than four thin ones
-        dts = F.linear(dts.reshape(batch, length, k * rank),
-                       torch.block_diag(*self.dt_projs_weight))
-        params = (-torch.exp(self.A_logs.float()), self.Ds.float(),
-                  self.dt_projs_bias.reshape(-1).float())
-        if xs.is_cuda and cuda_backend_available():
-            # the CUDA kernels take channel-major (B, K*D, L) tensors
-            ys = selective_scan(xs.transpose(1, 2), dts.transpose(1, 2), params[0],
-                                bs.permute(0, 2, 3, 1), cs.permute(0, 2, 3, 1), *params[1:],
-                                delta_softplus=True).transpose(1, 2)
-        else:
-            ys = selective_scan_tokens(xs, dts, params[0], bs, cs, *params[1:],
-                                       delta_softplus=True, chunk_size=self.chunk_size)
-        return cross_merge(ys.reshape(batch, length, k, channels), height, width)

@@ -1,16 +1,19 @@
-# VMamba-T (v2: ssm_d_state=1, v05_noz) + UperNet on ADE20K 512x512, mirroring
-# VMamba's segmentation/configs/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py.
-# Like VMamba's, it inherits mmseg's Swin-T UperNet config (data, schedule, heads).
+# New-generation VMamba (v2: forward_type 'v05_noz', d_state 1, MLP, conv downsampling)
+# + UperNet on ADE20K, what every release of VMamba's segmentation/configs/vssm1 shares.
+# The values are those of its tiny release (s1l8); the release files hold what differs.
+# Like VMamba's, it inherits mmseg's Swin UperNet config (data, schedule, heads).
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['mmseg_erf'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         # drop the Swin backbone arguments (and its Swin init_cfg) of the base config
         _delete_=True,
-        type='MM_VSSM',
+        # this package's MM_VSSM, whatever else a host registers as 'MM_VSSM'
+        type='mmseg_erf.MM_VSSM',
         out_indices=(0, 1, 2, 3),
-        # a VMamba ImageNet checkpoint (ckpt_epoch_*.pth) to start from, or None;
-        # a trained segmentor checkpoint is loaded into the whole model instead
+        # a VMamba ImageNet (ckpt_epoch_*.pth) or Mask R-CNN checkpoint to start the
+        # backbone from, or None; a trained segmentor checkpoint is loaded into the
+        # whole model instead
         pretrained=None,
         dims=96,
         depths=(2, 2, 8, 2),
