@@ -10,6 +10,7 @@ from torch import nn
 
 from .engine import ERFResult, ERFSession
 from .errors import ERFUsageError
+from .heads import head_runner_for
 from .segmentor import batch_inputs, config_pipeline, erf_pipeline, unwrap
 from .validation import (api_name, build_model_checked, check_image_folder, check_model,
                          check_values, load_config_checked, resolve_device)
@@ -207,7 +208,8 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     if device is not None:
         model = model.to(device)
     model.eval()
-    session = ERFSession(model, targets, num_images, point, class_index)
+    session = ERFSession(model, targets, num_images, point, class_index,
+                         head_runner_for(model))
     check_model(model, session.taps, [targets] if isinstance(targets, str) else targets,
                 class_index, input_size, _device_of(model), api_name)
     length = None

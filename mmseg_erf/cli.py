@@ -13,6 +13,7 @@ from . import validation
 from .api import DEFAULT_TARGETS, accumulate, reduce_session
 from .engine import ERFResult, ERFSession, NoImagesError, TargetError
 from .errors import ERFUsageError
+from .heads import head_runner_for
 from .run_state import RunState, protect_out_dir, run_options
 from .startup import IMPORT_STARTED, PhaseTimer
 
@@ -142,6 +143,8 @@ def check_arguments(args) -> None:
                             batch_size=args.batch_size, num_workers=args.num_workers,
                             point=args.point, class_index=args.class_index,
                             targets=args.targets, save_every=args.save_every)
+    from .segmentor import resolve_config
+    args.config = resolve_config(args.config)  # mmseg::<family>/<config>.py names
     validation.check_config_path(args.config)
     if args.checkpoint:
         from .checkpoint import check_checkpoint_file
@@ -185,7 +188,8 @@ def run(args) -> ERFResult:
         trust_checkpoint=args.trust_checkpoint, allow_partial=args.allow_partial,
         seed=args.seed, on_phase=timer.mark)
     _log_weights(logger, model, report, args.checkpoint)
-    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
+    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index,
+                         head_runner_for(model))
     validation.check_model(model, session.taps, args.targets, args.class_index,
                            args.input_size, device, validation.cli_name)
     timer.mark('model checks')

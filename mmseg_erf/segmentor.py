@@ -159,14 +159,95 @@ def disable_pretrained(node) -> List[str]:
     return sorted(set(kept))
 
 
+def resolve_config(config) -> str:
+    """The file of a config given as a path or as ``<package>::<path>``.
+
+    ``mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py`` names a config that
+    ships inside the package (``<package>/.mim/configs/...``), the form mmseg's own
+    configs use to inherit from each other.
+
+    Raises:
+        FileNotFoundError: naming the file looked for and the fix.
+    """
+    config = os.fspath(config)
+    if '::' not in config:
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config {config} does not exist; pass the path of an '
+                                    f'mmseg config file or mmseg::<family>/<config>.py')
+        return config
+    import importlib.util
+    package, _, relative = config.partition('::')
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f'config {config}: no installed package {package!r}; use '
+                                f'mmseg::<family>/<config>.py or a file path')
+    root = osp.join(list(spec.submodule_search_locations)[0], '.mim', 'configs')
+    path = osp.join(root, relative)
+    if not osp.isfile(path):
+        family = osp.join(root, osp.dirname(relative))
+        hint = (f'the configs of {package}::{osp.dirname(relative)}/ are in {family}'
+                if osp.dirname(relative) and osp.isdir(family)
+                else f"{package}'s configs are in {root}")
+        raise FileNotFoundError(f'config {config} does not exist; {hint}')
+    return path
+
+
+# OpenMMLab packages some mmseg configs build from (registry scope -> how to get it)
+OPTIONAL_PACKAGES = {
+    'mmdet': "pip install 'mmdet==3.3.0' (or pip install -e '.[mmdet]')",
+    'mmpretrain': ("pip install 'mmpretrain==1.2.0' with a torchvision built for your "
+                   "torch (PyPI's torchvision needs a CUDA torch; see the README)"),
+}
+
+
+def _scopes(node) -> List[str]:
+    """Registry scopes named in a config node: ``type='mmdet.X'`` gives 'mmdet'."""
+    found = []
+    if isinstance(node, dict):
+        kind = node.get('type')
+        if isinstance(kind, str) and '.' in kind:
+            found.append(kind.split('.')[0])
+        for value in node.values():
+            found += _scopes(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found += _scopes(value)
+    return found
+
+
+def check_packages(cfg: Config) -> None:
+    """Refuse, in one sentence, a config whose OpenMMLab packages do not import.
+
+    Raises:
+        ERFUsageError: naming the package, why it does not import and how to install it.
+    """
+    imports = (cfg.get('custom_imports') or {}).get('imports') or []
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    needed = dict.fromkeys([m.split('.')[0] for m in imports] + _scopes(cfg.get('model')))
+    for package in needed:
+        if package not in OPTIONAL_PACKAGES:
+            continue
+        try:
+            __import__(f'{package}.models')
+        except Exception as error:  # not installed, or a dependency that does not load
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else \
+                type(error).__name__
+            raise ERFUsageError(
+                f'{osp.basename(cfg.filename or "the config")} builds from {package}, which '
+                f'does not import here ({reason}); install it: {OPTIONAL_PACKAGES[package]}'
+            ) from None
+
+
 def load_config(config, cfg_options: Optional[dict] = None) -> Config:
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
     else:
-        if not osp.isfile(str(config)):
-            raise FileNotFoundError(f'config {config} does not exist; pass the path of an '
-                                    f'mmseg config file')
-        cfg = Config.fromfile(str(config))
+        # custom_imports run after check_packages, which names a missing package
+        cfg = Config.fromfile(resolve_config(config), import_custom_modules=False)
+        check_packages(cfg)
+        if cfg.get('custom_imports'):
+            from mmengine.utils import import_modules_from_strings
+            import_modules_from_strings(**cfg['custom_imports'])
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
