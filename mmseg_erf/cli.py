@@ -16,6 +16,7 @@ from .errors import ERFUsageError
 from .heads import head_runner_for
 from .run_state import RunState, protect_out_dir, run_options
 from .startup import IMPORT_STARTED, PhaseTimer
+from .input_size import check_memory
 
 # set to 1 to see the traceback behind a one-sentence error (like --debug)
 DEBUG_ENV = 'MMSEG_ERF_DEBUG'
@@ -192,6 +193,7 @@ def run(args) -> ERFResult:
                          head_runner_for(model))
     validation.check_model(model, session.taps, args.targets, args.class_index,
                            args.input_size, device, validation.cli_name)
+    check_memory(session, args.input_size, args.batch_size, device, warn=logger.warning)
     timer.mark('model checks')
     seen = _resume(state, session, logger) if args.resume else 0
     meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,

@@ -11,6 +11,7 @@ from torch import nn
 
 from .engine.geometry import fit_square
 from .errors import ERFUsageError
+from .input_size import check_input_size  # noqa: F401  (public here since 0.1)
 
 RESIZE_STEPS = ('Resize', 'RandomResize', 'RandomChoiceResize', 'ResizeShortestEdge',
                 'ResizeToMultiple', 'ERFResizeCrop')
@@ -40,39 +41,6 @@ def batch_inputs(model: nn.Module, data_batch: dict, input_size: int) -> torch.T
     data = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
     # a test_cfg size_divisor may pad bottom/right; the ERF is defined on S x S
     return data['inputs'][..., :input_size, :input_size]
-
-
-def check_input_size(taps, input_size: int, device='cpu', search: int = 6) -> None:
-    """Reject an input size the model cannot take, naming the nearest that work.
-
-    One forward of a blank image (no gradients, only as deep as the targets) is
-    the cheapest honest test: stride, window and patch constraints differ
-    between models and are not declared anywhere.
-
-    Raises:
-        ERFUsageError: with the nearest working sizes among multiples of 32.
-    """
-    def works(size: int) -> bool:
-        try:
-            with torch.no_grad():
-                taps(torch.zeros(1, 3, size, size, device=device))
-            return True
-        except (RuntimeError, AssertionError, ValueError) as error:
-            from .engine import TargetError
-            if isinstance(error, TargetError):
-                raise
-            return False
-
-    if works(input_size):
-        return
-    below = [s for s in range(input_size // 32 * 32, 0, -32) if s != input_size][:search]
-    above = [s for s in range((input_size // 32 + 1) * 32, input_size + 32 * search + 1, 32)]
-    lower = next((s for s in below if works(s)), None)
-    upper = next((s for s in above if works(s)), None)
-    near = ' or '.join(str(s) for s in (lower, upper) if s is not None)
-    raise ERFUsageError(f'the model cannot take a {input_size}x{input_size} input'
-                        + (f'; use --input-size {near}' if near else
-                           '; no multiple of 32 nearby works either: check the model'))
 
 
 def erf_pipeline(pipeline: Optional[Sequence[dict]], input_size: int,
@@ -253,16 +221,38 @@ def load_config(config, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+def _sos_token_init(module: nn.Module, rec_state_dict=None) -> None:
+    """SAN's ``RecWithAttnbias.init_weights`` without a checkpoint: mmseg 1.2.2 calls
+    ``super().init_weights()`` there, which ``nn.Module`` does not have; the random
+    init is its token drawn as mmseg draws it, the layers at their built values."""
+    from mmengine.model import normal_init
+    if rec_state_dict is not None:
+        raise ValueError('a checkpoint for RecWithAttnbias is loaded by mmseg itself')
+    if hasattr(module, 'sos_token'):
+        normal_init(module.sos_token, std=0.02)
+
+
+# mmseg modules whose init_weights fails for random weights -> a working one
+RANDOM_INIT_FIXES = {'RecWithAttnbias': _sos_token_init}
+
+
 def _quiet_init_weights(model: nn.Module) -> None:
-    """``init_weights`` without mmengine's one log record per parameter."""
+    """``init_weights`` without mmengine's one log record per parameter (and with
+    :data:`RANDOM_INIT_FIXES` for the modules whose own one fails without weights)."""
     from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel('WARNING')
+    fixed = [m for m in model.modules() if type(m).__name__ in RANDOM_INIT_FIXES]
+    for module in fixed:
+        fix = RANDOM_INIT_FIXES[type(module).__name__]
+        module.init_weights = lambda *args, _m=module, _f=fix: _f(_m, *args)
     try:
         model.init_weights()
     finally:
         logger.setLevel(level)
+        for module in fixed:
+            del module.init_weights
 
 
 class ModelBuildError(ERFUsageError):

@@ -283,7 +283,7 @@ def check_model(model: nn.Module, taps, targets: Sequence[str], class_index: Opt
     from .segmentor import check_input_size
     check_class_index(model, targets, class_index, names)
     with eval_mode(model):
-        check_input_size(taps, input_size, device)
+        check_input_size(taps, input_size, device, cfg=getattr(model, 'cfg', None))
 
 
 # ---- the launcher -----------------------------------------------------------------
