@@ -20,6 +20,7 @@ from zoo_cases import ZOO
 
 from mmseg_erf import compute_erf
 from mmseg_erf.engine import TargetError
+from mmseg_erf.engine.session import frozen_parameters
 from mmseg_erf.errors import ERFUsageError
 from mmseg_erf.heads import image_metas, image_seed
 from mmseg_erf.segmentor import batch_inputs, build_segmentor
@@ -66,9 +67,14 @@ def test_family_maps_match_encode_decode(case):
             compute_erf(model, iter([batch]), targets=['all', 'seg_logits'], num_images=1,
                         input_size=size)
         return
-    inputs = batch_inputs(model, batch, size)
-    with torch.no_grad():
-        point_y, point_x, y, x = _response_point(_encode_decode(model, inputs))
+    inputs = batch_inputs(model, batch, size).detach().requires_grad_(True)
+    with frozen_parameters(model):  # input gradients only, as the tool
+        logits = _encode_decode(model, inputs)
+        assert logits.shape[-2:] == (size, size)
+        point_y, point_x, y, x = _response_point(logits.detach())
+        (grad, ) = torch.autograd.grad(torch.relu(logits[:, :, y, x]).sum(), inputs)
+    expected = torch.relu(grad).to(torch.float64).sum(dim=1)[0].numpy()
+    del logits, grad
 
     torch.manual_seed(12345)  # the global RNG must not decide a random head's draws
     result = compute_erf(model, iter([batch]), targets=['all', 'seg_logits'], num_images=1,
@@ -78,11 +84,6 @@ def test_family_maps_match_encode_decode(case):
     assert 'decode_head' in result.maps and any(n.startswith('backbone.') for n in result.maps)
     for name, erf in result.maps.items():
         assert erf.shape == (size, size) and np.isfinite(erf).all(), name
-    inputs = inputs.detach().requires_grad_(True)
-    logits = _encode_decode(model, inputs)
-    assert logits.shape[-2:] == (size, size)
-    (grad, ) = torch.autograd.grad(torch.relu(logits[:, :, y, x]).sum(), inputs)
-    expected = torch.relu(grad).to(torch.float64).sum(dim=1)[0].numpy()
     assert expected.max() > 0
     error = np.abs(result.maps['seg_logits'] - expected).max() / expected.max()
     assert error <= 1e-4, f'{case.family}: seg_logits ERF differs by {error:.2e} (relative)'
