@@ -1,5 +1,6 @@
 """ERFHook's heatmaps and scalars reach WandbVisBackend (an offline run, read back)."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -37,6 +38,15 @@ def _records(run_file):
             yield record
 
 
+def _history(run_file) -> dict:
+    history = {}
+    for record in _records(run_file):
+        if record.WhichOneof('record_type') == 'history':
+            for item in record.history.item:
+                history[item.key or '/'.join(item.nested_key)] = json.loads(item.value_json)
+    return history
+
+
 def test_wandb_offline_receives_heatmaps_and_scalars(tmp_path, voc_tree, monkeypatch):
     pytest.importorskip('wandb', reason='wandb is not installed (pip install -e ".[wandb]")')
     from PIL import Image
@@ -57,12 +67,14 @@ def test_wandb_offline_receives_heatmaps_and_scalars(tmp_path, voc_tree, monkeyp
     assert runs, 'WandbVisBackend wrote no offline run'
     run_files = sorted(runs[0].glob('run-*.wandb'))
     assert run_files, f'no run file in {runs[0]}'
-    history = {}
-    for record in _records(run_files[0]):
-        if record.WhichOneof('record_type') == 'history':
-            for item in record.history.item:
-                key = item.key or '/'.join(item.nested_key)
-                history[key] = json.loads(item.value_json)
+    # wandb's service process writes the run file; under load its last records can
+    # land after finish() has returned, so read until the scalars are there (or 60 s)
+    deadline = time.monotonic() + 60
+    while True:
+        history = _history(run_files[0])
+        if any('area_0.5' in key for key in history) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     written = tmp_path / 'work' / 'erf' / 'iter_0'
     metrics = json.loads((written / 'metrics.json').read_text())
     for target in ('backbone.1', 'decode_head'):
