@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog='erf_seg.py',
         description='Effective receptive fields of an mmseg segmentor on its own val '
                     'pipeline. Writes erf_<target>.npy/.png and metrics.json.')
-    parser.add_argument('config', help='mmseg config file')
+    parser.add_argument('config', help='mmseg config file, or mmseg::<family>/<config>.py '
+                        "for one of mmseg's shipped configs")
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint file; without one the weights are random '
                              '(the "before training" ERF)')

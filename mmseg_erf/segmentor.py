@@ -209,6 +209,7 @@ def check_packages(cfg: Config) -> None:
 def load_config(config, cfg_options: Optional[dict] = None) -> Config:
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
+        check_packages(cfg)
     else:
         # custom_imports run after check_packages, which names a missing package
         cfg = Config.fromfile(resolve_config(config), import_custom_modules=False)

@@ -13,7 +13,7 @@ from mmseg_erf.cli import main
 from mmseg_erf.errors import ERFUsageError
 from mmseg_erf.segmentor import resolve_config
 
-from conftest import TINY_CONFIG, make_voc_tree
+from conftest import TINY_CONFIG
 
 FCN = 'mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py'
 
@@ -52,25 +52,6 @@ def test_missing_optional_package_is_named(monkeypatch):
                                             r"\(No module named 'mmdet'\); install it: pip"):
         mmseg_erf.segmentor.load_config('mmseg::maskformer/'
                                         'maskformer_r50-d32_8xb2-160k_ade20k-512x512.py')
-
-
-def test_first_batch_is_the_size_check(tmp_path, monkeypatch):
-    """One backbone forward for a one-image run (the old blank pre-run forward made it
-    two), and a size the model refuses names the config's own size and the reason."""
-    images = os.path.join(make_voc_tree(tmp_path / 'voc', splits=(('val', 1), ),
-                                        labels=False), 'images', 'val')
-    real_build = mmseg_erf.segmentor.build_segmentor
-    calls = []
-
-    def counted_build(*args, **kwargs):
-        model, cfg, report = real_build(*args, **kwargs)
-        model.backbone.register_forward_pre_hook(lambda *_: calls.append(1))
-        return model, cfg, report
-
-    monkeypatch.setattr(mmseg_erf.segmentor, 'build_segmentor', counted_build)
-    assert main([TINY_CONFIG, '--img-dir', images, '--num-images', '1', '--input-size', '64',
-                 '--num-workers', '0', '--out-dir', str(tmp_path / 'out')]) == 0
-    assert len(calls) == 1
 
 
 def test_fixed_size_model_names_the_size_that_works():
