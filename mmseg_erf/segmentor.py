@@ -139,10 +139,7 @@ def resolve_config(config) -> str:
     """
     config = os.fspath(config)
     if '::' not in config:
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config {config} does not exist; pass the path of an '
-                                    f'mmseg config file or mmseg::<family>/<config>.py')
-        return config
+        return config  # a path: the door checks say what is wrong with it
     import importlib.util
     package, _, relative = config.partition('::')
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
@@ -212,7 +209,11 @@ def load_config(config, cfg_options: Optional[dict] = None) -> Config:
         check_packages(cfg)
     else:
         # custom_imports run after check_packages, which names a missing package
-        cfg = Config.fromfile(resolve_config(config), import_custom_modules=False)
+        path = resolve_config(config)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config {path} does not exist; pass the path of an '
+                                    f'mmseg config file or mmseg::<family>/<config>.py')
+        cfg = Config.fromfile(path, import_custom_modules=False)
         check_packages(cfg)
         if cfg.get('custom_imports'):
             from mmengine.utils import import_modules_from_strings
