@@ -31,6 +31,16 @@ setup(
     install_requires=install_requires,
     extras_require={
         'tests': ['pytest>=7', 'tensorboard'],
+        # MaskFormer and Mask2Former configs build mmdet's heads; 3.3.0 accepts
+        # mmcv 2.1.0 and mmengine 0.10 and installs without a rebuild
+        'mmdet': ['mmdet==3.3.0'],
+        # ConvNeXt and PoolFormer configs use mmpretrain's backbones; mmpretrain.models
+        # imports torchvision, which must be built for the installed torch (PyPI's
+        # builds need a CUDA torch), so tools/setup_env.sh leaves it out
+        'mmpretrain': ['mmpretrain==1.2.0'],
+        # WandbVisBackend (offline runs are tested)
+        'wandb': ['wandb'],
     },
+    entry_points={'console_scripts': ['mmseg-erf = mmseg_erf.cli:main']},
     license='Apache-2.0',
 )

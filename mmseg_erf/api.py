@@ -8,11 +8,13 @@ from mmengine.dataset import DefaultSampler, pseudo_collate
 from mmengine.dist import all_gather_object, all_reduce, get_dist_info
 from torch import nn
 
-from .engine import ERFResult, ERFSession
+from .engine import ERFResult, ERFSession, TargetError
 from .errors import ERFUsageError
+from .heads import head_runner_for
 from .segmentor import batch_inputs, config_pipeline, erf_pipeline, unwrap
 from .validation import (api_name, build_model_checked, check_image_folder, check_model,
                          check_values, load_config_checked, resolve_device)
+from .input_size import MODEL_ERRORS, refused_size
 
 DEFAULT_TARGETS = ('backbone.-1', )
 
@@ -103,10 +105,24 @@ def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
         if rank_positions(seen, 1)[0] >= min(session.num_images,
                                              dataset_length or session.num_images):
             break
-        used = feed_batch(model, session, batch, input_size, seen, dataset_length)
+        try:
+            used = feed_batch(model, session, batch, input_size, seen, dataset_length)
+        except MODEL_ERRORS as error:
+            # the first batch is the input-size check: name the sizes that work
+            first = session.accumulator is None and not isinstance(error, TargetError)
+            refusal = None if not first else refused_size(
+                session.taps, input_size, error, _device(model), getattr(model, 'cfg', None))
+            if refusal is None:
+                raise
+            raise refusal from None
         seen += len(batch['inputs'])
         if on_batch is not None:
             on_batch(used, seen)
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device('cpu')
 
 
 def reduce_session(session: ERFSession) -> None:
@@ -207,7 +223,8 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     if device is not None:
         model = model.to(device)
     model.eval()
-    session = ERFSession(model, targets, num_images, point, class_index)
+    session = ERFSession(model, targets, num_images, point, class_index,
+                         head_runner_for(model))
     check_model(model, session.taps, [targets] if isinstance(targets, str) else targets,
                 class_index, input_size, _device_of(model), api_name)
     length = None

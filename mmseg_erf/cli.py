@@ -13,8 +13,10 @@ from . import validation
 from .api import DEFAULT_TARGETS, accumulate, reduce_session
 from .engine import ERFResult, ERFSession, NoImagesError, TargetError
 from .errors import ERFUsageError
+from .heads import head_runner_for
 from .run_state import RunState, protect_out_dir, run_options
 from .startup import IMPORT_STARTED, PhaseTimer
+from .input_size import check_memory
 
 # set to 1 to see the traceback behind a one-sentence error (like --debug)
 DEBUG_ENV = 'MMSEG_ERF_DEBUG'
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog='erf_seg.py',
         description='Effective receptive fields of an mmseg segmentor on its own val '
                     'pipeline. Writes erf_<target>.npy/.png and metrics.json.')
-    parser.add_argument('config', help='mmseg config file')
+    parser.add_argument('config', help='mmseg config file, or mmseg::<family>/<config>.py '
+                        "for one of mmseg's shipped configs")
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint file; without one the weights are random '
                              '(the "before training" ERF)')
@@ -142,6 +145,8 @@ def check_arguments(args) -> None:
                             batch_size=args.batch_size, num_workers=args.num_workers,
                             point=args.point, class_index=args.class_index,
                             targets=args.targets, save_every=args.save_every)
+    from .segmentor import resolve_config
+    args.config = resolve_config(args.config)  # mmseg::<family>/<config>.py names
     validation.check_config_path(args.config)
     if args.checkpoint:
         from .checkpoint import check_checkpoint_file
@@ -185,9 +190,11 @@ def run(args) -> ERFResult:
         trust_checkpoint=args.trust_checkpoint, allow_partial=args.allow_partial,
         seed=args.seed, on_phase=timer.mark)
     _log_weights(logger, model, report, args.checkpoint)
-    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index)
+    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index,
+                         head_runner_for(model))
     validation.check_model(model, session.taps, args.targets, args.class_index,
                            args.input_size, device, validation.cli_name)
+    check_memory(session, args.input_size, args.batch_size, device, warn=logger.warning)
     timer.mark('model checks')
     seen = _resume(state, session, logger) if args.resume else 0
     meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,

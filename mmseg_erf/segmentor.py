@@ -11,6 +11,7 @@ from torch import nn
 
 from .engine.geometry import fit_square
 from .errors import ERFUsageError
+from .input_size import check_input_size  # noqa: F401  (public here since 0.1)
 
 RESIZE_STEPS = ('Resize', 'RandomResize', 'RandomChoiceResize', 'ResizeShortestEdge',
                 'ResizeToMultiple', 'ERFResizeCrop')
@@ -40,39 +41,6 @@ def batch_inputs(model: nn.Module, data_batch: dict, input_size: int) -> torch.T
     data = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
     # a test_cfg size_divisor may pad bottom/right; the ERF is defined on S x S
     return data['inputs'][..., :input_size, :input_size]
-
-
-def check_input_size(taps, input_size: int, device='cpu', search: int = 6) -> None:
-    """Reject an input size the model cannot take, naming the nearest that work.
-
-    One forward of a blank image (no gradients, only as deep as the targets) is
-    the cheapest honest test: stride, window and patch constraints differ
-    between models and are not declared anywhere.
-
-    Raises:
-        ERFUsageError: with the nearest working sizes among multiples of 32.
-    """
-    def works(size: int) -> bool:
-        try:
-            with torch.no_grad():
-                taps(torch.zeros(1, 3, size, size, device=device))
-            return True
-        except (RuntimeError, AssertionError, ValueError) as error:
-            from .engine import TargetError
-            if isinstance(error, TargetError):
-                raise
-            return False
-
-    if works(input_size):
-        return
-    below = [s for s in range(input_size // 32 * 32, 0, -32) if s != input_size][:search]
-    above = [s for s in range((input_size // 32 + 1) * 32, input_size + 32 * search + 1, 32)]
-    lower = next((s for s in below if works(s)), None)
-    upper = next((s for s in above if works(s)), None)
-    near = ' or '.join(str(s) for s in (lower, upper) if s is not None)
-    raise ERFUsageError(f'the model cannot take a {input_size}x{input_size} input'
-                        + (f'; use --input-size {near}' if near else
-                           '; no multiple of 32 nearby works either: check the model'))
 
 
 def erf_pipeline(pipeline: Optional[Sequence[dict]], input_size: int,
@@ -159,29 +127,134 @@ def disable_pretrained(node) -> List[str]:
     return sorted(set(kept))
 
 
+def resolve_config(config) -> str:
+    """The file of a config given as a path or as ``<package>::<path>``.
+
+    ``mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py`` names a config that
+    ships inside the package (``<package>/.mim/configs/...``), the form mmseg's own
+    configs use to inherit from each other.
+
+    Raises:
+        FileNotFoundError: naming the file looked for and the fix.
+    """
+    config = os.fspath(config)
+    if '::' not in config:
+        return config  # a path: the door checks say what is wrong with it
+    import importlib.util
+    package, _, relative = config.partition('::')
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f'config {config}: no installed package {package!r}; use '
+                                f'mmseg::<family>/<config>.py or a file path')
+    root = osp.join(list(spec.submodule_search_locations)[0], '.mim', 'configs')
+    path = osp.join(root, relative)
+    if not osp.isfile(path):
+        family = osp.join(root, osp.dirname(relative))
+        hint = (f'the configs of {package}::{osp.dirname(relative)}/ are in {family}'
+                if osp.dirname(relative) and osp.isdir(family)
+                else f"{package}'s configs are in {root}")
+        raise FileNotFoundError(f'config {config} does not exist; {hint}')
+    return path
+
+
+# OpenMMLab packages some mmseg configs build from (registry scope -> how to get it)
+OPTIONAL_PACKAGES = {
+    'mmdet': "pip install 'mmdet==3.3.0' (or pip install -e '.[mmdet]')",
+    'mmpretrain': ("pip install 'mmpretrain==1.2.0' with a torchvision built for your "
+                   "torch (PyPI's torchvision needs a CUDA torch; see the README)"),
+}
+
+
+def _scopes(node) -> List[str]:
+    """Registry scopes named in a config node: ``type='mmdet.X'`` gives 'mmdet'."""
+    found = []
+    if isinstance(node, dict):
+        kind = node.get('type')
+        if isinstance(kind, str) and '.' in kind:
+            found.append(kind.split('.')[0])
+        for value in node.values():
+            found += _scopes(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found += _scopes(value)
+    return found
+
+
+def check_packages(cfg: Config) -> None:
+    """Refuse, in one sentence, a config whose OpenMMLab packages do not import.
+
+    Raises:
+        ERFUsageError: naming the package, why it does not import and how to install it.
+    """
+    imports = (cfg.get('custom_imports') or {}).get('imports') or []
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    needed = dict.fromkeys([m.split('.')[0] for m in imports] + _scopes(cfg.get('model')))
+    for package in needed:
+        if package not in OPTIONAL_PACKAGES:
+            continue
+        try:
+            __import__(f'{package}.models')
+        except Exception as error:  # not installed, or a dependency that does not load
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else \
+                type(error).__name__
+            raise ERFUsageError(
+                f'{osp.basename(cfg.filename or "the config")} builds from {package}, which '
+                f'does not import here ({reason}); install it: {OPTIONAL_PACKAGES[package]}'
+            ) from None
+
+
 def load_config(config, cfg_options: Optional[dict] = None) -> Config:
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
+        check_packages(cfg)
     else:
-        if not osp.isfile(str(config)):
-            raise FileNotFoundError(f'config {config} does not exist; pass the path of an '
-                                    f'mmseg config file')
-        cfg = Config.fromfile(str(config))
+        # custom_imports run after check_packages, which names a missing package
+        path = resolve_config(config)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config {path} does not exist; pass the path of an '
+                                    f'mmseg config file or mmseg::<family>/<config>.py')
+        cfg = Config.fromfile(path, import_custom_modules=False)
+        check_packages(cfg)
+        if cfg.get('custom_imports'):
+            from mmengine.utils import import_modules_from_strings
+            import_modules_from_strings(**cfg['custom_imports'])
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
 
 
+def _sos_token_init(module: nn.Module, rec_state_dict=None) -> None:
+    """SAN's ``RecWithAttnbias.init_weights`` without a checkpoint: mmseg 1.2.2 calls
+    ``super().init_weights()`` there, which ``nn.Module`` does not have; the random
+    init is its token drawn as mmseg draws it, the layers at their built values."""
+    from mmengine.model import normal_init
+    if rec_state_dict is not None:
+        raise ValueError('a checkpoint for RecWithAttnbias is loaded by mmseg itself')
+    if hasattr(module, 'sos_token'):
+        normal_init(module.sos_token, std=0.02)
+
+
+# mmseg modules whose init_weights fails for random weights -> a working one
+RANDOM_INIT_FIXES = {'RecWithAttnbias': _sos_token_init}
+
+
 def _quiet_init_weights(model: nn.Module) -> None:
-    """``init_weights`` without mmengine's one log record per parameter."""
+    """``init_weights`` without mmengine's one log record per parameter (and with
+    :data:`RANDOM_INIT_FIXES` for the modules whose own one fails without weights)."""
     from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel('WARNING')
+    fixed = [m for m in model.modules() if type(m).__name__ in RANDOM_INIT_FIXES]
+    for module in fixed:
+        fix = RANDOM_INIT_FIXES[type(module).__name__]
+        module.init_weights = lambda *args, _m=module, _f=fix: _f(_m, *args)
     try:
         model.init_weights()
     finally:
         logger.setLevel(level)
+        for module in fixed:
+            del module.init_weights
 
 
 class ModelBuildError(ERFUsageError):

@@ -150,9 +150,12 @@ def check_out_dir(path: str, names: Names = cli_name) -> None:
 def load_config_checked(path: str):
     """The parsed config, or a :class:`ConfigError` saying why it cannot be read."""
     from mmengine.config import Config
+    from .segmentor import load_config
     check_config_path(path)
     try:
-        return Config.fromfile(path)
+        return load_config(path)  # names a missing optional package (mmdet, mmpretrain)
+    except ERFUsageError:
+        raise
     except SyntaxError as error:
         where = f' (line {error.lineno})' if getattr(error, 'lineno', None) else ''
         detail = error.msg if isinstance(error.msg, str) else str(error)
@@ -283,7 +286,7 @@ def check_model(model: nn.Module, taps, targets: Sequence[str], class_index: Opt
     from .segmentor import check_input_size
     check_class_index(model, targets, class_index, names)
     with eval_mode(model):
-        check_input_size(taps, input_size, device)
+        check_input_size(taps, input_size, device, cfg=getattr(model, 'cfg', None))
 
 
 # ---- the launcher -----------------------------------------------------------------

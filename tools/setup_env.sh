@@ -38,7 +38,7 @@ pip_install() { quiet_pip install -q "$@"; }
 
 # ---- fast path: everything importable and this package installed from this repo --
 ready_check='
-import os, mmcv, mmcv.ops, mmengine, mmseg, torch, mmseg_erf
+import os, mmcv, mmcv.ops, mmengine, mmseg, torch, mmseg_erf, mmdet.models, wandb
 assert mmcv.__version__ == "'"$MMCV_VERSION"'", mmcv.__version__
 assert os.path.dirname(os.path.dirname(mmseg_erf.__file__)) == "'"$repo"'", mmseg_erf.__file__
 '
@@ -87,7 +87,9 @@ fi
 
 # ---- 4. mmengine, mmsegmentation and this package (editable) --------------------
 pip_install "$MMENGINE_SPEC" "$MMSEG_SPEC"
-pip_install -e "$repo[tests]"
+# extras: mmdet (MaskFormer/Mask2Former configs) and wandb (WandbVisBackend); not
+# mmpretrain, whose torchvision must match the torch build (README: optional packages)
+pip_install -e "$repo[tests,mmdet,wandb]"
 "$py" -c "$ready_check"
 echo "$fingerprint" > "$stamp"
 say "environment ready ($venv)"

@@ -10,10 +10,10 @@ from .metrics import (AREA_THRESHOLDS, area_ratio, erf_metrics, replknet_normali
                       vmamba_normalize)
 from .result import ERFResult
 from .session import ERFSession, NoImagesError
-from .targets import FeatureTaps, TargetError
+from .targets import FeatureTaps, HeadRunner, TargetError, plain_head_runner
 
 __all__ = [
-    'AREA_THRESHOLDS', 'ERFAccumulator', 'ERFResult', 'ERFSession', 'FeatureTaps', 'NoImagesError',
-    'TargetError', 'area_ratio', 'erf_metrics', 'fit_square', 'input_gradient_maps',
+    'AREA_THRESHOLDS', 'ERFAccumulator', 'ERFResult', 'ERFSession', 'FeatureTaps', 'HeadRunner',
+    'NoImagesError', 'TargetError', 'plain_head_runner', 'area_ratio', 'erf_metrics', 'fit_square', 'input_gradient_maps',
     'replknet_normalize', 'response_index', 'vmamba_normalize'
 ]

@@ -9,7 +9,7 @@ from torch import nn
 from .accumulator import ERFAccumulator
 from .gradients import input_gradient_maps
 from .result import ERFResult
-from .targets import FeatureTaps
+from .targets import FeatureTaps, HeadRunner
 
 
 @contextmanager
@@ -50,14 +50,17 @@ class ERFSession:
         num_images (int): how many images (positions) to use.
         point (tuple): relative response point (y, x), default the centre.
         class_index (int, optional): one class for logit targets.
+        head_runner (HeadRunner, optional): how the segmentor's decode head
+            predicts (see :data:`.targets.HeadRunner`).
     """
 
     def __init__(self, model: nn.Module, targets: Sequence[str], num_images: int = 50,
-                 point: Sequence[float] = (0.5, 0.5), class_index: Optional[int] = None):
+                 point: Sequence[float] = (0.5, 0.5), class_index: Optional[int] = None,
+                 head_runner: Optional[HeadRunner] = None):
         if num_images < 1:
             raise ValueError(f'num_images must be at least 1, got {num_images}')
         self.model = model
-        self.taps = FeatureTaps(model, targets)
+        self.taps = FeatureTaps(model, targets, head_runner)
         self.num_images = num_images
         self.point = tuple(point)
         self.class_index = class_index
@@ -113,7 +116,7 @@ class ERFSession:
         batch = inputs[torch.from_numpy(keep).to(inputs.device)] if not keep.all() else inputs
         batch = batch.detach().requires_grad_(True)
         with torch.enable_grad(), frozen_parameters(self.model):
-            features = self.taps(batch)
+            features = self.taps(batch, [p for p, k in zip(positions, keep) if k])
             maps = input_gradient_maps(features, batch, self.point, self.class_index)
         self.open_accumulator(batch.shape[-2:]).add({n: m.numpy() for n, m in maps.items()})
         return int(keep.sum())

@@ -17,7 +17,7 @@ as above. The forward stops as soon as every requested tensor exists: asking onl
 for backbone targets never runs the decode head.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,17 @@ from torch import nn
 
 STAGES = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 LOGIT_TARGETS = ('decode_head', 'seg_logits', 'auxiliary_head')
+
+
+HeadRunner = Callable[[nn.Module, Any, Tuple[int, int], Optional[Sequence[int]]],
+                      Tuple[torch.Tensor, torch.Tensor]]
+"""``runner(segmentor, feats, input_hw, positions) -> (decode_head map, seg_logits)``:
+how a segmentor's decode head turns the backbone/neck features into its logits
+before the final resize and into its prediction at the input size. ``positions``
+are the images' dataset positions (None when unknown), for heads that draw random
+numbers. The framework layer supplies one that runs the head's own prediction
+path (``mmseg_erf.heads.run_decode_head``); :func:`plain_head_runner` is the
+framework-free default."""
 
 
 class TargetError(ValueError):
@@ -98,17 +109,21 @@ class FeatureTaps:
         model (nn.Module): a built segmentor (mmseg ``EncoderDecoder`` or
             ``CascadeEncoderDecoder``) or any module.
         names (Sequence[str]): target names, see the module docstring.
+        head_runner (HeadRunner, optional): computes ``decode_head`` and
+            ``seg_logits`` from the features; default :func:`plain_head_runner`.
 
     Raises:
         TargetError: an unknown name; the message lists the valid ones.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str]):
+    def __init__(self, model: nn.Module, names: Sequence[str],
+                 head_runner: Optional[HeadRunner] = None):
         if isinstance(names, str):
             names = [names]
         if not names:
             raise TargetError('no target given; ' + self._valid_help(model))
         self.model = model
+        self.head_runner = head_runner or plain_head_runner
         self.segmentor = is_segmentor(model)
         self._requested = list(dict.fromkeys(names))
         for name in self._requested:
@@ -208,8 +223,11 @@ class FeatureTaps:
             depth = max(depth, level)
         return depth
 
-    def __call__(self, inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Run the forward and return ``{name: (B, C, h, w)}`` in :attr:`names` order."""
+    def __call__(self, inputs: torch.Tensor,
+                 positions: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+        """Run the forward and return ``{name: (B, C, h, w)}`` in :attr:`names` order.
+
+        ``positions`` (the images' dataset positions) go to the head runner."""
         input_hw = tuple(inputs.shape[-2:])
         module_names = [n for n in self._requested if self._is_module_path(n)]
         stage_names = [n for n in self._requested if n not in module_names]
@@ -231,7 +249,7 @@ class FeatureTaps:
         try:
             if self.segmentor:
                 self._segmentor_forward(inputs, stage_names, captured,
-                                        self._deepest_stage(self._requested))
+                                        self._deepest_stage(self._requested), positions)
             else:
                 output = self.model(inputs)
                 if 'output' in stage_names:
@@ -279,7 +297,7 @@ class FeatureTaps:
             if want_all or i in indices:
                 captured[f'{stage}.{i}'] = as_feature_map(out, f'{stage}.{i}', input_hw)
 
-    def _segmentor_forward(self, inputs, wanted, captured, depth) -> None:
+    def _segmentor_forward(self, inputs, wanted, captured, depth, positions=None) -> None:
         model, input_hw = self.model, tuple(inputs.shape[-2:])
         feats = model.backbone(inputs)
         self._record('backbone', feats, wanted, captured, input_hw)
@@ -290,15 +308,11 @@ class FeatureTaps:
             self._record('neck', feats, wanted, captured, input_hw)
         if depth < 2:
             return
-        logits = _run_head(model.decode_head, feats)
+        logits, seg_logits = self.head_runner(model, feats, input_hw, positions)
         if 'decode_head' in wanted or 'all' in wanted:
             captured['decode_head'] = logits
         if 'seg_logits' in wanted:
-            head = model.decode_head
-            align = getattr(head[-1] if isinstance(head, nn.ModuleList) else head,
-                            'align_corners', False)
-            captured['seg_logits'] = F.interpolate(logits, size=input_hw, mode='bilinear',
-                                                   align_corners=align)
+            captured['seg_logits'] = seg_logits
         if depth >= 3:
             aux = model.auxiliary_head
             outs = [h(feats) for h in aux] if isinstance(aux, nn.ModuleList) else aux(feats)
@@ -306,12 +320,21 @@ class FeatureTaps:
                 captured['auxiliary_head'] = outs
 
 
-def _run_head(head: nn.Module, feats) -> torch.Tensor:
-    """Logits of a decode head, or of a cascade of them (CascadeEncoderDecoder's
-    ``decode_head`` is a ModuleList whose later stages also take the previous logits)."""
+def plain_head_runner(model: nn.Module, feats, input_hw: Tuple[int, int],
+                      positions: Optional[Sequence[int]] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The default :data:`HeadRunner`: the head's ``forward`` output (a cascade's
+    later stages also take the previous logits) and that resized to the input.
+    Right for heads whose prediction is their resized ``forward``; the framework
+    layer supplies a runner that follows each head's own prediction path."""
+    head = model.decode_head
     if isinstance(head, nn.ModuleList):
-        out = head[0](feats)
+        logits = head[0](feats)
         for stage in head[1:]:
-            out = stage(feats, out)
-        return out
-    return head(feats)
+            logits = stage(feats, logits)
+        head = head[-1]
+    else:
+        logits = head(feats)
+    seg_logits = F.interpolate(logits, size=input_hw, mode='bilinear',
+                               align_corners=getattr(head, 'align_corners', False))
+    return logits, seg_logits

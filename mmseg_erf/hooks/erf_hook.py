@@ -11,6 +11,7 @@ from mmseg.registry import HOOKS
 from .. import validation
 from ..api import DEFAULT_TARGETS, feed_batch, reduce_session
 from ..engine import ERFSession, FeatureTaps
+from ..heads import head_runner_for
 from ..errors import ERFUsageError
 from ..segmentor import unwrap
 
@@ -97,7 +98,7 @@ class ERFHook(Hook):
         if not (self.on_val or self.on_test):
             return
         model = unwrap(runner.model)
-        taps = FeatureTaps(model, self.targets)
+        taps = FeatureTaps(model, self.targets, head_runner_for(model))
         device = next(model.parameters(), torch.zeros(0)).device
         validation.check_model(model, taps, self.targets, self.class_index, self.input_size,
                                device, validation.hook_name)
@@ -156,8 +157,9 @@ class ERFHook(Hook):
 
     # ---- work --------------------------------------------------------------------
     def _start(self, runner) -> None:
-        self._session = ERFSession(unwrap(runner.model), self.targets, self.num_images,
-                                   self.point, self.class_index)
+        model = unwrap(runner.model)
+        self._session = ERFSession(model, self.targets, self.num_images, self.point,
+                                   self.class_index, head_runner_for(model))
         self._seen = 0
 
     def _feed(self, runner, data_batch, dataloader) -> None:
