@@ -75,14 +75,30 @@ def erf_metrics(erf_map: np.ndarray,
         dict: ``area_ratio`` and ``area_side`` per threshold; ``center_of_mass``
         as (dy, dx) pixels from the centre ``(H // 2, W // 2)``; ``radial_mass``
         (fraction within radius r px, r = fractions of half the side);
-        ``effective_radius`` = root-mean-square distance from the centre (px).
+        ``effective_radius`` = root-mean-square distance from the centre (px);
+        ``shape``: :func:`.shape.shape_metrics` of the raw map.
     """
-    data = replknet_normalize(erf_map)
+    from .shape import shape_metrics
+    metrics = normalized_metrics(replknet_normalize(erf_map), thresholds)
+    metrics['shape'] = shape_metrics(erf_map)
+    return metrics
+
+
+def normalized_metrics(data: np.ndarray, thresholds: Sequence[float] = AREA_THRESHOLDS,
+                       area_of: Optional[Tuple[int, int]] = None) -> Dict[str, object]:
+    """The metrics of :func:`erf_metrics` but ``shape``, on an already normalised map.
+
+    Args:
+        area_of: (H, W) the area ratios are fractions of; default the map's own
+            shape (an aligned canvas passes the input size).
+    """
     h, w = data.shape
     total = data.sum()
     areas = {f'{t:g}': area_ratio(data, t) for t in thresholds}
+    ah, aw = area_of or (h, w)
     metrics: Dict[str, object] = {
-        'area_ratio': {t: ratio for t, (_, ratio) in areas.items()},
+        'area_ratio': {t: None if side is None else side / ah * side / aw
+                       for t, (side, _) in areas.items()},
         'area_side': {t: side for t, (side, _) in areas.items()},
     }
     if total > 0:
