@@ -87,7 +87,13 @@ def feed_batch(model: nn.Module, session: ERFSession, batch: dict, input_size: i
     readable = [(p, img) for p, img in zip(positions, images) if img is not None]
     if readable:
         inputs = batch_inputs(model, dict(inputs=[img for _, img in readable]), input_size)
-        used += session.process(inputs, [p for p, _ in readable], limit=dataset_length)
+        extra = {}
+        if getattr(session, 'needs_labels', False):  # a PointSession on label maps
+            from .point_doors import batch_labels
+            labels = batch_labels(batch, input_size)
+            extra['labels'] = [lb for lb, img in zip(labels, images) if img is not None]
+        used += session.process(inputs, [p for p, _ in readable], limit=dataset_length,
+                                **extra)
     return used
 
 
@@ -135,6 +141,10 @@ def reduce_session(session: ERFSession) -> None:
     _, world = get_dist_info()
     if world == 1:
         return
+    from .engine import PointSession
+    if isinstance(session, PointSession):
+        from .point_doors import reduce_point_session
+        return reduce_point_session(session)
     acc = session.accumulator
     shapes = all_gather_object(None if acc is None else acc.shape)
     shape = next((s for s in shapes if s is not None), None)
@@ -160,7 +170,9 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
                 point: Sequence[float] = (0.5, 0.5), class_index: Optional[int] = None,
                 recursive: bool = False, num_workers: int = 0,
                 trust_checkpoint: bool = False, allow_partial: bool = False,
-                seed: int = 0, model_name: Optional[str] = None) -> ERFResult:
+                seed: int = 0, model_name: Optional[str] = None, points=None,
+                labels: Optional[str] = None,
+                class_names: Optional[Sequence[str]] = None) -> ERFResult:
     """Effective receptive fields of a segmentor.
 
     Args:
@@ -177,9 +189,18 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         batch_size: images per forward pass.
         point, class_index: response point (relative y, x) and logit class.
         seed: seed of the random initial weights when a config has no checkpoint.
+        points: response points other than the centre, aligned and grouped:
+            ``'grid 3'``, ``'per-class'``, ``'boundary'``, ``'predicted'``, ``'centre'``,
+            a dict of :class:`~mmseg_erf.engine.PointSpec` fields or a PointSpec.
+        labels: with ``images`` a folder, the folder of its label maps (same stems,
+            ``.png``), needed by 'per-class' and 'boundary' (batches bring
+            ``gt_sem_seg`` themselves).
+        class_names: names of the label values (default: the dataset's classes).
 
     Returns:
-        ERFResult: ``.maps``, ``.num_images``, ``.skipped``, ``.metrics``.
+        ERFResult: ``.maps``, ``.num_images``, ``.skipped``, ``.metrics``; with
+        ``points``, a PointResult (``.maps[target][group]``, ``.counts``,
+        ``.coverage``, ``.metrics[target][group]``).
 
     Raises:
         FileNotFoundError: a config, checkpoint, image folder or image that does not exist.
@@ -223,8 +244,13 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     if device is not None:
         model = model.to(device)
     model.eval()
+    from .engine import PointSession
+    from .point_doors import dataset_classes, parse_points, with_class_names
+    spec = parse_points(points)
     session = ERFSession(model, targets, num_images, point, class_index,
-                         head_runner_for(model))
+                         head_runner_for(model)) if spec is None \
+        else PointSession(model, targets, num_images, with_class_names(spec, class_names),
+                          class_index)
     check_model(model, session.taps, [targets] if isinstance(targets, str) else targets,
                 class_index, input_size, _device_of(model), api_name)
     length = None
@@ -232,11 +258,21 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         cfg = getattr(model, 'cfg', None)
         pipeline = erf_pipeline(config_pipeline(cfg) if cfg is not None else None,
                                 input_size)
-        dataset = image_dataset(images, pipeline, recursive)
+        if labels is not None:
+            from .point_doors import labelled_folder
+            dataset = labelled_folder(images, labels, pipeline, class_names, recursive)
+        else:
+            dataset = image_dataset(images, pipeline, recursive)
         length = len(dataset)
         images = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers,
             sampler=DefaultSampler(dataset, shuffle=False), collate_fn=pseudo_collate)
+    if spec is not None:
+        # a label folder named by the caller has no class names of its own
+        names = None if labels is not None else dataset_classes(getattr(images, 'dataset',
+                                                                        None))
+        meta = getattr(model, 'dataset_meta', None) or {}
+        session.points = with_class_names(session.points, names or meta.get('classes'))
     accumulate(model, session, images, input_size, dataset_length=length)
     reduce_session(session)
     return session.result(model_name or type(model).__name__)

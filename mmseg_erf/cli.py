@@ -49,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar=('Y', 'X'), help='relative response point, default centre')
     parser.add_argument('--class-index', type=int, default=None,
                         help='one class channel for logit targets')
+    parser.add_argument('--points', nargs='+', metavar='KIND',
+                        help='response points, aligned and grouped: centre, grid K, '
+                             'per-class, boundary (both need labels) or predicted (the '
+                             "model's own classes); default: the classic --point ERF")
+    parser.add_argument('--points-cap', type=int, default=None, metavar='N',
+                        help='per-class/boundary/predicted: at most N points per class '
+                             '(and region) per image (default 4)')
+    parser.add_argument('--points-seed', type=int, default=None,
+                        help='seed of the per-class draws (default 0)')
+    parser.add_argument('--boundary-px', type=int, default=None, metavar='D',
+                        help='boundary: an other-class pixel within D px (default 8)')
+    parser.add_argument('--window', type=int, default=None, metavar='SIDE',
+                        help='odd side of the aligned canvas (default 2S-1)')
+    parser.add_argument('--label-dir', help='with --img-dir: its label maps (same stems, '
+                        '.png), for --points per-class/boundary')
     parser.add_argument('--out-dir', help='default: work_dirs/<config name>/erf')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:1...; default cuda when available')
@@ -87,12 +102,18 @@ def _dataset(cfg, args):
 
     from .datasets import ImageFolderDataset
     from .segmentor import config_pipeline, erf_pipeline
-    pipeline = erf_pipeline(config_pipeline(cfg), args.input_size)
+    from .point_doors import labelled_folder, wants_labels
+    pipeline = erf_pipeline(config_pipeline(cfg), args.input_size,
+                            keep_labels=wants_labels(args))
     source = (cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}).get('dataset')
     classes = None
     if source is not None and isinstance(source.get('type'), str):
         dataset_type = DATASETS.get(source['type'])
-        classes = getattr(dataset_type, 'METAINFO', {}).get('classes')
+        classes = (source.get('metainfo') or {}).get('classes') or \
+            getattr(dataset_type, 'METAINFO', {}).get('classes')
+    if args.img_dir and args.label_dir:
+        return labelled_folder(args.img_dir, args.label_dir, pipeline, classes,
+                               args.recursive)
     if args.img_dir:
         return ImageFolderDataset(data_prefix=dict(img_path=args.img_dir, seg_map_path=''),
                                   pipeline=pipeline, recursive=args.recursive,
@@ -166,6 +187,8 @@ def run(args) -> ERFResult:
     timer = PhaseTimer(IMPORT_STARTED)
     timer.mark('imports')
     check_arguments(args)
+    from .point_doors import cli_points
+    cli_points(args)  # a bad --points request costs no model
     device = validation.resolve_device(args.device, validation.cli_name)
     validation.check_launcher(args.launcher, device)
     base_cfg = validation.load_config_checked(args.config)
@@ -190,8 +213,15 @@ def run(args) -> ERFResult:
         trust_checkpoint=args.trust_checkpoint, allow_partial=args.allow_partial,
         seed=args.seed, on_phase=timer.mark)
     _log_weights(logger, model, report, args.checkpoint)
+    from .point_doors import cli_points, dataset_classes, make_session, with_class_names
+    spec = cli_points(args)
     session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index,
-                         head_runner_for(model))
+                         head_runner_for(model)) \
+        if spec is None else make_session(model, args.targets, args.num_images, spec,
+                                          args.class_index)
+    if spec is not None:
+        session.points = with_class_names(session.points,
+                                          args.class_names or dataset_classes(dataset))
     validation.check_model(model, session.taps, args.targets, args.class_index,
                            args.input_size, device, validation.cli_name)
     check_memory(session, args.input_size, args.batch_size, device, warn=logger.warning)
@@ -222,6 +252,7 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
     from mmengine.utils import ProgressBar
     _, world = get_dist_info()
     timer = timer or PhaseTimer()
+    spec = getattr(session, 'points', None)  # a PointSession's PointSpec
     sampler = list(DefaultSampler(dataset, shuffle=False, round_up=True))[seen:]
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, num_workers=args.num_workers, sampler=sampler,
@@ -230,6 +261,9 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
     logger.info(f'ERF of {config_name}: targets {" ".join(args.targets)}, {total} images '
                 f'at {args.input_size}x{args.input_size}, batch {args.batch_size}, '
                 f'{world} process(es) on {device}')
+    if spec is not None:
+        from .point_doors import cost_line
+        logger.info(f'cost: {cost_line(session.points, total, session.taps.names)}')
     bar = ProgressBar(total) if is_main_process() else None
     if bar is not None and seen:
         bar.update(min(seen * world, total))
@@ -242,7 +276,8 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
         progress['committed'] = (consumed, copy.deepcopy(session.accumulator))
         if bar is not None and used:
             bar.update(min(used * world, total - bar.completed))
-        if args.save_every and consumed - progress['saved'] >= args.save_every:
+        if spec is None and args.save_every and \
+                consumed - progress['saved'] >= args.save_every:
             state.save(session, consumed)
             progress['saved'] = consumed
 
@@ -251,7 +286,8 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
                    args.input_size, len(dataset), after_batch, seen)
     except KeyboardInterrupt:
         consumed, session.accumulator = progress['committed']
-        state.save(session, consumed)
+        if spec is None:  # point runs save no running sums (no --resume)
+            state.save(session, consumed)
         if world == 1 and session.accumulator is not None:
             partial = session.result(config_name, dict(meta, partial=True))
             partial.write(out_dir)
@@ -263,6 +299,11 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
         if not _out_of_memory(error):
             raise
         consumed, session.accumulator = progress['committed']
+        if spec is not None:
+            raise ERFUsageError(
+                f'out of memory at --input-size {args.input_size} with --batch-size '
+                f'{args.batch_size} on {device}; rerun with a smaller --batch-size or '
+                f'--input-size (point runs cannot be resumed)') from error
         state.save(session, consumed)
         raise ERFUsageError(
             f'out of memory at --input-size {args.input_size} with --batch-size '
@@ -277,7 +318,14 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
     result = session.result(config_name, meta)
     if is_main_process():
         result.write(out_dir)
-        print(f'\n{summary_table(result)}\n')
+        if spec is None:
+            print(f'\n{summary_table(result)}\n')
+        else:
+            from .point_doors import point_summary_table
+            print(f'\n{point_summary_table(result)}\n')
+            print(f'{result.meta["backwards"]} backward passes per target for '
+                  f'{result.meta["points_computed"]} points '
+                  f'({result.meta["backwards"] / max(result.num_images, 1):.1f} per image)')
         print(f'{result.num_images} images averaged, {result.skipped} skipped; '
               f'written to {out_dir}')
     state.clear()
@@ -306,7 +354,7 @@ def _fingerprint(args, world: int) -> dict:
                 img_dir=absolute(args.img_dir), targets=list(args.targets), input_size=args.input_size,
                 num_images=args.num_images, point=list(args.point),
                 class_index=args.class_index, seed=args.seed, world_size=world,
-                cfg_options=args.cfg_options)
+                cfg_options=args.cfg_options, points=args.points)
 
 
 def _resume(state: RunState, session: ERFSession, logger) -> int:
@@ -325,8 +373,9 @@ def user_errors() -> tuple:
     OSError covers the disk (full, read-only, permissions) as well as missing files.
     """
     from .checkpoint import CheckpointMismatchError, UntrustedCheckpointError
-    return (OSError, TargetError, ERFUsageError, NoImagesError, CheckpointMismatchError,
-            UntrustedCheckpointError)
+    from .engine import MissingLabelsError
+    return (OSError, TargetError, ERFUsageError, NoImagesError, MissingLabelsError,
+            CheckpointMismatchError, UntrustedCheckpointError)
 
 
 def debugging(args=None) -> bool:

@@ -45,3 +45,22 @@ def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
     left = int(round((new_w - size) / 2.0))
     batched = batched[..., top:top + size, left:left + size]
     return batched[0] if image.dim() == 3 else batched
+
+
+def fit_label_square(label: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`fit_square`'s geometry for a label map (H, W): nearest neighbours, the
+    same new sides and centre crop, so labels stay on their image pixels."""
+    h, w = label.shape[-2:]
+    if (h, w) == (size, size):
+        return label
+    if h <= w:
+        new_h, new_w = size, max(size, int(size * w / h))
+    else:
+        new_h, new_w = max(size, int(size * h / w)), size
+    out = label
+    if (new_h, new_w) != (h, w):
+        out = F.interpolate(label[None, None].float(), size=(new_h, new_w),
+                            mode='nearest')[0, 0].to(label.dtype)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return out[top:top + size, left:left + size]

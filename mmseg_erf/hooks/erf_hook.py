@@ -63,6 +63,12 @@ class ERFHook(Hook):
         on_test (bool): compute during test. Default True.
         strict (bool): raise a failure inside the hook instead of logging it
             and skipping the snapshot. Default False.
+        points (str | dict, optional): response points other than the centre,
+            aligned and grouped per class, boundary/interior or grid cell
+            (``'per-class'``, ``'boundary'``, ``'predicted'``, ``'grid 3'`` or a
+            dict of :class:`~mmseg_erf.engine.PointSpec` fields); labels come from
+            the val batches' ``gt_sem_seg``, class names from the val dataset.
+            Scalars: ``<mode>/erf/<target>/<group>/area_0.5`` and ``.../radius``.
     """
     priority = 'NORMAL'
 
@@ -70,7 +76,7 @@ class ERFHook(Hook):
                  num_images: int = 50, input_size: int = 1024, interval: int = 1,
                  out_dir: Optional[str] = None, point: Sequence[float] = (0.5, 0.5),
                  class_index: Optional[int] = None, on_val: bool = True,
-                 on_test: bool = True, strict: bool = False):
+                 on_test: bool = True, strict: bool = False, points=None):
         self.targets = [targets] if isinstance(targets, str) else list(targets)
         validation.check_values(validation.hook_name, num_images=num_images,
                                 input_size=input_size, point=point, class_index=class_index,
@@ -87,6 +93,8 @@ class ERFHook(Hook):
         self.class_index = class_index
         self.on_val, self.on_test = on_val, on_test
         self.strict = bool(strict)
+        from ..point_doors import parse_points
+        self.points = parse_points(points)
         self._val_count = 0
         self._session: Optional[ERFSession] = None
         self._failure: Optional[str] = None
@@ -106,11 +114,11 @@ class ERFHook(Hook):
     def before_val_epoch(self, runner) -> None:
         self._val_count += 1
         if self.on_val and self._val_count % self.interval == 0:
-            self._guarded(runner, self._start, runner)
+            self._guarded(runner, self._start, runner, runner.val_dataloader)
 
     def before_test_epoch(self, runner) -> None:
         if self.on_test:
-            self._guarded(runner, self._start, runner)
+            self._guarded(runner, self._start, runner, runner.test_dataloader)
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._guarded(runner, self._feed, runner, data_batch, runner.val_dataloader)
@@ -156,10 +164,16 @@ class ERFHook(Hook):
                                 f'makes this fatal)')
 
     # ---- work --------------------------------------------------------------------
-    def _start(self, runner) -> None:
+    def _start(self, runner, dataloader=None) -> None:
         model = unwrap(runner.model)
-        self._session = ERFSession(model, self.targets, self.num_images, self.point,
-                                   self.class_index, head_runner_for(model))
+        if self.points is None:
+            self._session = ERFSession(model, self.targets, self.num_images, self.point,
+                                       self.class_index, head_runner_for(model))
+        else:
+            from ..point_doors import dataset_classes, make_session
+            self._session = make_session(model, self.targets, self.num_images, self.points,
+                                         self.class_index,
+                                         dataset_classes(getattr(dataloader, 'dataset', None)))
         self._seen = 0
 
     def _feed(self, runner, data_batch, dataloader) -> None:
@@ -182,6 +196,8 @@ class ERFHook(Hook):
         result = session.result(model_name, meta=dict(mode=mode, iteration=_iteration(runner),
                                                       world_size=get_world_size()))
         out_dir = osp.join(self.out_dir or osp.join(runner.work_dir, 'erf'), snapshot)
+        if self.points is not None:
+            return self._finish_points(runner, mode, result, out_dir)
         if is_main_process():
             heatmaps = result.write(out_dir)
             for target, rgb in heatmaps.items():
@@ -197,3 +213,19 @@ class ERFHook(Hook):
         runner.logger.info(f'ERF of {result.num_images} images ({result.skipped} skipped) '
                            f'at {self.input_size}x{self.input_size} -> {out_dir}; {summary}')
 
+
+    def _finish_points(self, runner, mode: str, result, out_dir: str) -> None:
+        if is_main_process():
+            result.write(out_dir)
+        for target, groups in result.metrics.items():
+            for group, metrics in groups.items():
+                key = f'{mode}/erf/{target}/{group}'
+                if metrics['area_ratio']['0.5'] is not None:
+                    runner.message_hub.update_scalar(f'{key}/area_0.5',
+                                                     metrics['area_ratio']['0.5'])
+                if metrics['effective_radius'] is not None:
+                    runner.message_hub.update_scalar(f'{key}/radius',
+                                                     metrics['effective_radius'])
+        runner.logger.info(f'ERF at {result.meta["points_computed"]} {self.points.kind} '
+                           f'points of {result.num_images} images ({result.skipped} '
+                           f'skipped), {len(result.groups)} groups -> {out_dir}')

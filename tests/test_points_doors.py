@@ -1,0 +1,131 @@
+"""Point ERFs through the three doors: hook in a Runner, command line, compute_erf."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import mmseg_erf  # noqa: F401
+from mmseg_erf import compute_erf
+from mmseg_erf.cli import main
+from mmseg_erf.engine import PointResult
+
+from conftest import TINY_CONFIG, make_voc_tree
+
+CLASSES = ('background', 'red', 'green', 'blue')
+
+
+def error_lines(err):
+    """The CLI's own error lines (in-process runs also carry logging's complaints
+    about streams of earlier captures, which a real run does not have)."""
+    return [line for line in err.splitlines() if line.startswith('erf_seg.py: error:')]
+TARGETS = ['backbone.1', 'decode_head']
+
+
+@pytest.fixture(scope='module')
+def square_tree(tmp_path_factory):
+    """64 x 64 images: every door's geometry is the identity, so the maps must agree."""
+    root = tmp_path_factory.mktemp('points')
+    tree = make_voc_tree(root / 'data', splits=(('train', 2), ('val', 3)), size=(64, 64))
+    config = root / 'config.py'
+    config.write_text(
+        f'_base_ = [{TINY_CONFIG!r}]\n'
+        f'data_root = {tree!r}\n'
+        "test_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),\n"
+        "                 dict(type='PackSegInputs')]\n"
+        'val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))\n'
+        'test_dataloader = val_dataloader\n'
+        'train_dataloader = dict(dataset=dict(data_root=data_root))\n')
+    return tree, str(config), root
+
+
+def test_three_doors_give_identical_per_class_maps(square_tree, capsys):
+    tree, config, root = square_tree
+    cfg = Config.fromfile(config)
+    cfg.work_dir = str(root / 'work')
+    cfg.launcher = 'none'
+    points = dict(kind='per-class', cap=2, seed=3)
+    cfg.custom_hooks = [dict(type='ERFHook', targets=TARGETS, num_images=3, input_size=64,
+                             points=points)]
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+    hook = PointResult.read(str(root / 'work' / 'erf' / 'test'))
+    checkpoint = str(root / 'weights.pth')
+    torch.save(dict(state_dict=runner.model.state_dict()), checkpoint)
+
+    cli_dir = root / 'cli'
+    code = main([config, checkpoint, '--img-dir', os.path.join(tree, 'images', 'val'),
+                 '--label-dir', os.path.join(tree, 'labels', 'val'), '--points', 'per-class',
+                 '--points-cap', '2', '--points-seed', '3', '--targets', *TARGETS,
+                 '--num-images', '3', '--input-size', '64', '--num-workers', '0',
+                 '--out-dir', str(cli_dir)])
+    assert code == 0
+    out = capsys.readouterr()
+    assert 'backward passes per target' in out.out
+    cli = PointResult.read(str(cli_dir))
+
+    api = compute_erf(config, os.path.join(tree, 'images', 'val'), TARGETS, num_images=3,
+                      input_size=64, checkpoint=checkpoint, points=points,
+                      labels=os.path.join(tree, 'labels', 'val'), class_names=CLASSES)
+
+    assert set(hook.groups) == set(CLASSES)
+    for other in (cli, api):
+        assert other.counts == hook.counts and other.num_images == 3
+        for target in TARGETS:
+            for group in hook.groups:
+                np.testing.assert_array_equal(other.coverage[group], hook.coverage[group])
+                np.testing.assert_allclose(other.maps[target][group],
+                                           hook.maps[target][group], rtol=1e-6, atol=1e-12)
+    info = json.loads((cli_dir / 'metrics.json').read_text())
+    m = info['targets']['decode_head']['red']
+    assert m['count'] == hook.counts['red'] and 'gaussian' in m['shape']
+    assert (cli_dir / 'groups_decode_head.png').is_file()
+    assert (cli_dir / 'groups_chart_decode_head.png').is_file()
+    # random weights: some classes' logits are negative at their pixels (zero maps)
+    scalars = runner.message_hub.log_scalars
+    assert {f'test/erf/backbone.1/{c}/area_0.5' for c in CLASSES} <= set(scalars)
+
+
+def test_per_class_without_labels_is_one_sentence_and_predicted_works(square_tree, capsys):
+    tree, config, root = square_tree
+    common = [config, '--img-dir', os.path.join(tree, 'images', 'val'), '--num-images', '2',
+              '--input-size', '64', '--num-workers', '0', '--targets', 'decode_head']
+    assert main(common + ['--points', 'per-class', '--out-dir', str(root / 'x')]) == 2
+    (err, ) = error_lines(capsys.readouterr().err)
+    assert 'need label maps' in err and '--points predicted' in err
+    out_dir = root / 'predicted'
+    assert main(common + ['--points', 'predicted', '--out-dir', str(out_dir)]) == 0
+    result = PointResult.read(str(out_dir))
+    assert sum(result.counts.values()) == result.meta['points_computed'] > 0
+    assert set(result.groups) <= set(CLASSES)
+
+
+def test_grid_run_writes_the_position_panel(square_tree, capsys):
+    tree, config, root = square_tree
+    out_dir = root / 'grid'
+    assert main([config, '--img-dir', os.path.join(tree, 'images', 'val'), '--num-images', '2',
+                 '--input-size', '64', '--num-workers', '0', '--targets', 'backbone.1',
+                 '--points', 'grid', '2', '--batch-size', '2', '--out-dir', str(out_dir)]) == 0
+    result = PointResult.read(str(out_dir))
+    assert sorted(result.groups) == ['grid_0_0', 'grid_0_1', 'grid_1_0', 'grid_1_1']
+    assert result.meta['backwards'] == 4      # 4 points, one batch of 2 images
+    assert (out_dir / 'position_grid_backbone.1.png').is_file()
+    assert '4 backward passes per target for 8 points (2.0 per image)' in \
+        capsys.readouterr().out
+
+
+@pytest.mark.parametrize('extra, fragment', [
+    (['--points', 'stripes'], 'unknown points'),
+    (['--points', 'grid', 'x'], 'positive integer K'),
+    (['--points', 'grid', '2', '--resume'], '--resume does not work with --points'),
+    (['--points', 'centre', '--window', '8'], 'odd side'),
+])
+def test_bad_point_options_are_one_sentence(square_tree, capsys, extra, fragment):
+    tree, config, root = square_tree
+    assert main([config, '--img-dir', os.path.join(tree, 'images', 'val'), '--num-workers',
+                 '0', '--out-dir', str(root / 'bad')] + extra) == 2
+    (err, ) = error_lines(capsys.readouterr().err)
+    assert fragment in err
