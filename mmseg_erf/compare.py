@@ -395,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args) -> Outcome:
     if args.dpi < 10:
         raise ERFUsageError(f'--dpi must be at least 10, got {args.dpi}')
+    from .engine import is_point_run
+    if args.evolution is None and args.run_dirs and all(map(is_point_run, args.run_dirs)):
+        from .compare_points import compare_points
+        if args.targets and len(args.targets) > 1:
+            raise ERFUsageError(f'point runs are compared one target at a time, got '
+                                f'--targets {" ".join(args.targets)}; pass one')
+        return compare_points(args.run_dirs, args.out, args.labels,
+                              args.targets[0] if args.targets else None, args.dpi)
     if args.evolution is None:
         return compare(args.run_dirs, args.out, args.labels, args.targets, args.scale,
                        args.normalization, args.resample, args.overlay, args.contours,
@@ -423,7 +431,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'{PROG}: error: {" ".join(str(error).split())}', file=sys.stderr)
         return 2
     _print_warnings(caught)
-    print(markdown_table(rows))
+    if rows and 'group' in rows[0]:  # point runs (compare_points)
+        from .compare_points import point_markdown
+        print(point_markdown(rows))
+    else:
+        print(markdown_table(rows))
     print(f'written: {", ".join(paths)}')
     return 0
 

@@ -47,7 +47,7 @@ def test_three_doors_give_identical_per_class_maps(square_tree, capsys):
     cfg = Config.fromfile(config)
     cfg.work_dir = str(root / 'work')
     cfg.launcher = 'none'
-    points = dict(kind='per-class', cap=2, seed=3)
+    points = dict(kind='per-class', cap=1, seed=3)
     cfg.custom_hooks = [dict(type='ERFHook', targets=TARGETS, num_images=3, input_size=64,
                              points=points)]
     runner = Runner.from_cfg(cfg)
@@ -59,7 +59,7 @@ def test_three_doors_give_identical_per_class_maps(square_tree, capsys):
     cli_dir = root / 'cli'
     code = main([config, checkpoint, '--img-dir', os.path.join(tree, 'images', 'val'),
                  '--label-dir', os.path.join(tree, 'labels', 'val'), '--points', 'per-class',
-                 '--points-cap', '2', '--points-seed', '3', '--targets', *TARGETS,
+                 '--points-cap', '1', '--points-seed', '3', '--targets', *TARGETS,
                  '--num-images', '3', '--input-size', '64', '--num-workers', '0',
                  '--out-dir', str(cli_dir)])
     assert code == 0
@@ -129,3 +129,27 @@ def test_bad_point_options_are_one_sentence(square_tree, capsys, extra, fragment
                  '0', '--out-dir', str(root / 'bad')] + extra) == 2
     (err, ) = error_lines(capsys.readouterr().err)
     assert fragment in err
+
+
+def test_erf_compare_puts_two_point_runs_side_by_side(square_tree, capsys):
+    from mmseg_erf.compare import main as compare_main
+    tree, config, root = square_tree
+    runs = []
+    for seed in (0, 1):
+        out_dir = root / f'seed{seed}'
+        runs.append(str(out_dir))
+        assert main([config, '--img-dir', os.path.join(tree, 'images', 'val'), '--label-dir',
+                     os.path.join(tree, 'labels', 'val'), '--points', 'per-class',
+                     '--points-cap', '1', '--num-images', '1', '--input-size', '64',
+                     '--num-workers', '0', '--targets', 'backbone.1', '--seed', str(seed),
+                     '--out-dir', str(out_dir)]) == 0
+    fig = root / 'cmp.png'
+    assert compare_main(runs + ['--labels', 'A', 'B', '--out', str(fig)]) == 0
+    out = capsys.readouterr().out
+    table = (root / 'cmp.md').read_text()
+    assert fig.is_file() and (root / 'cmp.csv').is_file()
+    first = PointResult.read(runs[0])
+    for group in first.groups:
+        m = first.metrics['backbone.1'][group]
+        assert f'| {group} | A | {m["count"]}*' in table
+    assert '| B |' in out

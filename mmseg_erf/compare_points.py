@@ -1,0 +1,117 @@
+"""Point runs side by side (``tools/erf_compare.py`` on ``--points`` run directories).
+
+One row per group (class, boundary/interior region or grid cell), one column per
+run: each run's aligned mean map of that group, and a table with the count beside
+every number, so a class seen at 3 points is not read like one seen at 300.
+"""
+import csv
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .compare_tables import table_paths
+from .engine.point_plots import _show, sorted_groups
+from .engine.point_result import FEW_POINTS, PointResult
+from .errors import ERFUsageError
+
+COLUMNS = ['group', 'run', 'target', 'count', 'area_0.5', 'effective_radius', 'sigma_y',
+           'sigma_x', 'anisotropy', 'gauss_r2', 'run_dir']
+
+
+def _read(path: str) -> PointResult:
+    try:
+        return PointResult.read(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise ERFUsageError(f'{path} is not a point run directory ({error}); compare runs '
+                            f'made with --points') from None
+
+
+def compare_points(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] = None,
+                   target: Optional[str] = None, dpi: int = 100) -> Tuple[List[Dict], List[str]]:
+    """Draw and tabulate the groups of point runs; returns (rows, written paths)."""
+    results = [_read(p) for p in run_dirs]
+    labels = list(labels or [os.path.basename(os.path.normpath(p)) for p in run_dirs])
+    if len(labels) != len(results):
+        raise ERFUsageError(f'{len(labels)} labels for {len(results)} runs; pass one per run')
+    common = [t for t in results[0].targets if all(t in r.maps for r in results)]
+    if target is None:
+        if not common:
+            raise ERFUsageError('the runs share no target; compare runs of one target')
+        target = common[0]
+    elif target not in common:
+        raise ERFUsageError(f'target {target!r} is not in every run; choose one of {common}')
+    groups = sorted_groups(results[0], target)
+    groups += sorted({g for r in results[1:] for g in r.groups} - set(groups))
+    rows = []
+    for group in groups:
+        for label, result, path in zip(labels, results, run_dirs):
+            m = result.metrics[target].get(group)
+            shape = (m or {}).get('shape') or {}
+            rows.append(dict(
+                group=group, run=label, target=target, count=m['count'] if m else 0,
+                **{'area_0.5': m['area_ratio']['0.5'] if m else None},
+                effective_radius=m['effective_radius'] if m else None,
+                sigma_y=shape.get('sigma_y'), sigma_x=shape.get('sigma_x'),
+                anisotropy=shape.get('anisotropy'),
+                gauss_r2=(shape.get('gaussian') or {}).get('r2'), run_dir=path))
+    _figure(results, labels, target, groups, out, dpi)
+    md_path, csv_path = _write_tables(rows, out)
+    return rows, [out, md_path, csv_path]
+
+
+def _figure(results, labels, target, groups, out, dpi) -> None:
+    cols = len(results)
+    fig = Figure(figsize=(2.2 * cols + 0.5, 2.2 * len(groups) + 0.5))
+    for i, group in enumerate(groups):
+        for j, (label, result) in enumerate(zip(labels, results)):
+            ax = fig.add_subplot(len(groups), cols, i * cols + j + 1)
+            if group not in result.maps[target]:
+                ax.axis('off')
+                ax.set_title(f'{label}: no {group} points', fontsize=7)
+                continue
+            m = result.metrics[target][group]
+            radius = '-' if m['effective_radius'] is None else f'{m["effective_radius"]:.1f}'
+            few = ' (few)' if m['count'] < FEW_POINTS else ''
+            _show(ax, result.maps[target][group],
+                  f'{label}: {group}\nN={m["count"]}{few}, r={radius}')
+    fig.suptitle(f'{target}: aligned ERF per group (rows by the first run\'s effective '
+                 f'radius)', fontsize=8)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    fig.savefig(out, dpi=dpi)
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None:
+        return '-'
+    return f'{value:.{digits}f}' if math.isfinite(value) else str(value)
+
+
+def point_markdown(rows: Sequence[Dict]) -> str:
+    head = ['group', 'run', 'N', 'area@0.5', 'eff. radius (px)', 'sigma_y', 'sigma_x',
+            'anisotropy', 'Gauss R2']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in rows:
+        few = '*' if r['count'] < FEW_POINTS else ''
+        cells = [r['group'], r['run'], f'{r["count"]}{few}', _fmt(r['area_0.5'], 4),
+                 _fmt(r['effective_radius'], 1), _fmt(r['sigma_y'], 1), _fmt(r['sigma_x'], 1),
+                 _fmt(r['anisotropy'], 2), _fmt(r['gauss_r2'], 3)]
+        lines.append('| ' + ' | '.join(str(c).replace('|', '\\|') for c in cells) + ' |')
+    lines.append(f'\n\\* fewer than {FEW_POINTS} points behind the group.')
+    return '\n'.join(lines) + '\n'
+
+
+def _write_tables(rows: Sequence[Dict], out: str) -> Tuple[str, str]:
+    md_path, csv_path = table_paths(out)
+    with open(md_path, 'w') as f:
+        f.write(point_markdown(rows))
+    with open(csv_path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: '' if r[k] is None else
+                             (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+    return md_path, csv_path
