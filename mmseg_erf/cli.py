@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='odd side of the aligned canvas (default 2S-1)')
     parser.add_argument('--label-dir', help='with --img-dir: its label maps (same stems, '
                         '.png), for --points per-class/boundary')
+    parser.add_argument('--class-names', nargs='+', metavar='NAME',
+                        help="names of the label values 0, 1, ... (default: the config "
+                             "dataset's classes)")
     parser.add_argument('--out-dir', help='default: work_dirs/<config name>/erf')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:1...; default cuda when available')
