@@ -326,9 +326,9 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
         else:
             from .point_doors import point_summary_table
             print(f'\n{point_summary_table(result)}\n')
-            print(f'{result.meta["backwards"]} backward passes per target for '
-                  f'{result.meta["points_computed"]} points '
-                  f'({result.meta["backwards"] / max(result.num_images, 1):.1f} per image)')
+            print(f'{result.meta["backwards"]} backward passes per target, each over a '
+                  f'whole batch, for {result.meta["points_computed"]} points of '
+                  f'{result.num_images} images')
         print(f'{result.num_images} images averaged, {result.skipped} skipped; '
               f'written to {out_dir}')
     state.clear()

@@ -130,9 +130,14 @@ def labelled_folder(images: str, labels: str, pipeline: Sequence[dict],
         if not osp.isdir(str(folder)):
             raise FileNotFoundError(f'{kind} folder {folder} does not exist; pass a '
                                     f'folder of {kind}s')
+    pipeline = with_label_loading(pipeline)
+    # read the labels as the config reads its own (ADE20K configs: reduce_zero_label,
+    # so value 0 is ignored and k becomes class k - 1)
+    loader = next(t for t in pipeline if str(t.get('type')).split('.')[-1] == 'LoadAnnotations')
+    reduce_zero_label = bool(loader.get('reduce_zero_label') or False)
     return ImageFolderDataset(
         data_prefix=dict(img_path=str(images), seg_map_path=str(labels)),
-        pipeline=with_label_loading(pipeline), recursive=recursive,
+        pipeline=pipeline, recursive=recursive, reduce_zero_label=reduce_zero_label,
         metainfo=dict(classes=tuple(class_names or ('unnamed', ))), test_mode=True)
 
 

@@ -64,7 +64,7 @@ def test_three_doors_give_identical_per_class_maps(square_tree, capsys):
                  '--out-dir', str(cli_dir)])
     assert code == 0
     out = capsys.readouterr()
-    assert 'backward passes per target' in out.out
+    assert 'backward passes per target, each over a whole batch' in out.out
     cli = PointResult.read(str(cli_dir))
 
     api = compute_erf(config, os.path.join(tree, 'images', 'val'), TARGETS, num_images=3,
@@ -114,8 +114,8 @@ def test_grid_run_writes_the_position_panel(square_tree, capsys):
     assert sorted(result.groups) == ['grid_0_0', 'grid_0_1', 'grid_1_0', 'grid_1_1']
     assert result.meta['backwards'] == 4      # 4 points, one batch of 2 images
     assert (out_dir / 'position_grid_backbone.1.png').is_file()
-    assert '4 backward passes per target for 8 points (2.0 per image)' in \
-        capsys.readouterr().out
+    assert ('4 backward passes per target, each over a whole batch, for 8 points of 2 '
+            'images') in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('extra, fragment', [

@@ -36,6 +36,10 @@ def main():
     parser.add_argument('label_dir')
     parser.add_argument('--classes', type=int, default=4)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--first-value', type=int, default=0,
+                        help='label value of cluster 0; 1 for configs that read labels '
+                             'with reduce_zero_label (ADE20K: value 0 is ignored, k is '
+                             'class k - 1)')
     args = parser.parse_args()
     names = sorted(n for n in os.listdir(args.image_dir) if n.lower().endswith(SUFFIXES))
     images = [np.asarray(Image.open(os.path.join(args.image_dir, n)).convert('RGB'),
@@ -48,6 +52,7 @@ def main():
     for name, img in zip(names, images):
         flat = img.reshape(-1, 3)
         label = ((flat[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+        label = label + args.first_value
         Image.fromarray(label.reshape(img.shape[:2]).astype(np.uint8)).save(
             os.path.join(args.label_dir, os.path.splitext(name)[0] + '.png'))
     classes = [f'cluster{i}_' + ''.join(f'{int(round(v)):02x}' for v in c)

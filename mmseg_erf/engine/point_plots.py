@@ -13,7 +13,12 @@ from .point_result import FEW_POINTS
 
 
 def _show(ax, canvas: np.ndarray, title: str) -> None:
+    """The canvas cropped to the offsets some map saw (grey inside: unseen)."""
     seen = np.isfinite(canvas)
+    if seen.any():
+        rows, cols = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
+        canvas = canvas[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        seen = seen[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     data = replknet_normalize(np.where(seen, canvas, 0.0))
     ax.imshow(np.ma.masked_array(data, ~seen), cmap=CMAP, vmin=0.0, vmax=1.0,
               interpolation='nearest')
@@ -92,8 +97,8 @@ def position_grid(result, target: str, path: str) -> None:
                 continue
             _show(fig.add_subplot(k, k, i * k + j + 1), result.maps[target][group],
                   _label(result, target, group))
-    fig.suptitle(f'{result.model_name} {target}: ERF at {k} x {k} positions, each centred '
-                 f'on its point', fontsize=8)
+    fig.suptitle(f'{result.model_name} {target}: ERF at {k} x {k} positions (each panel: '
+                 f'the offsets its maps covered)', fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 
