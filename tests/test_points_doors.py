@@ -154,3 +154,22 @@ def test_erf_compare_puts_two_point_runs_side_by_side(square_tree, capsys):
         m = first.metrics['backbone.1'][group]
         assert f'| {group} | A | {m["count"]}*' in table
     assert '| B |' in out
+
+
+def test_label_folder_is_read_as_the_config_reads_labels(square_tree):
+    """ADE20K configs load labels with reduce_zero_label: 0 is ignored, k is class k - 1.
+    Mutation: building the folder dataset without the config's flag fails mmseg's check."""
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    from mmseg_erf.point_doors import labelled_folder
+    init_default_scope('mmseg')
+    tree = square_tree[0]
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', reduce_zero_label=True),
+                dict(type='ERFResizeCrop', size=64), dict(type='PackSegInputs')]
+    dataset = labelled_folder(os.path.join(tree, 'images', 'val'),
+                              os.path.join(tree, 'labels', 'val'), pipeline, CLASSES)
+    raw = np.asarray(Image.open(os.path.join(tree, 'labels', 'val', 'val_00.png')))
+    loaded = dataset[0]['data_samples'].gt_sem_seg.data[0].numpy()
+    np.testing.assert_array_equal(loaded, np.where(raw == 0, 255, raw.astype(int) - 1))
