@@ -5,6 +5,9 @@ DEMO := work_dirs/demo
 DEMO_ARGS := --img-dir $(DEMO)/images --targets all --num-images 8 --input-size 384 \
 	--batch-size 2 --num-workers 0 --overwrite
 VMAMBA_T := configs/vmamba/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py
+SWIN_T := configs/demo/swin-t_upernet_demo.py
+POINT_ARGS := --img-dir $(DEMO)/images --num-images 4 --input-size 224 --batch-size 4 \
+	--num-workers 0 --targets backbone.3
 
 .PHONY: env demo test
 
@@ -20,6 +23,11 @@ demo: env
 	$(PY) tools/erf_compare.py $(DEMO)/swin-t $(DEMO)/vmamba-t --labels Swin-T VMamba-T \
 		--targets backbone.3 decode_head --overlay $(DEMO)/images/demo_00.jpg --contours both \
 		--out $(DEMO)/overlay.png
+	$(PY) tools/erf_seg.py $(SWIN_T) $(POINT_ARGS) --points grid 3 --out-dir $(DEMO)/swin-t_grid
+	$(PY) tools/erf_seg.py $(VMAMBA_T) $(POINT_ARGS) --points grid 3 --out-dir $(DEMO)/vmamba-t_grid
+	$(PY) tools/demo_pseudo_labels.py $(DEMO)/images $(DEMO)/labels
+	$(PY) tools/erf_seg.py $(SWIN_T) $(POINT_ARGS) --label-dir $(DEMO)/labels --points per-class \
+		--points-cap 2 --class-names $$(cat $(DEMO)/labels/classes.txt) --out-dir $(DEMO)/swin-t_classes
 
 test: env
 	$(PY) -m pytest tests -q -rs -p no:cacheprovider
