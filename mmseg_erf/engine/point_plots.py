@@ -60,7 +60,7 @@ def group_grid(result, target: str, path: str) -> None:
     for i, group in enumerate(groups):
         _show(fig.add_subplot(rows, cols, i + 1), result.maps[target][group],
               _label(result, target, group))
-    fig.suptitle(f'{result.model_name} {target}: aligned ERF per group, by effective '
+    fig.suptitle(f'{result.model_name}\n{target}: aligned ERF per group, by effective '
                  f'radius (px); grey: offsets no map saw', fontsize=8)
     fig.tight_layout()
     _save(fig, path)
@@ -82,7 +82,7 @@ def group_chart(result, target: str, path: str) -> None:
                            if col == 0 else [], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel(name, fontsize=8)
-    fig.suptitle(f'{result.model_name} {target}: N = points behind each group', fontsize=8)
+    fig.suptitle(f'{result.model_name}\n{target}: N = points behind each group', fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 
@@ -97,7 +97,7 @@ def position_grid(result, target: str, path: str) -> None:
                 continue
             _show(fig.add_subplot(k, k, i * k + j + 1), result.maps[target][group],
                   _label(result, target, group))
-    fig.suptitle(f'{result.model_name} {target}: ERF at {k} x {k} positions (each panel: '
+    fig.suptitle(f'{result.model_name}\n{target}: ERF at {k} x {k} positions (each panel: '
                  f'the offsets its maps covered)', fontsize=8)
     fig.tight_layout()
     _save(fig, path)
