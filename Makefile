@@ -9,7 +9,7 @@ SWIN_T := configs/demo/swin-t_upernet_demo.py
 POINT_ARGS := --img-dir $(DEMO)/images --num-images 4 --input-size 224 --batch-size 4 \
 	--num-workers 0 --targets backbone.3
 
-.PHONY: env demo test
+.PHONY: env demo demo-train test
 
 env:
 	bash tools/setup_env.sh
@@ -28,6 +28,14 @@ demo: env
 	$(PY) tools/demo_pseudo_labels.py $(DEMO)/images $(DEMO)/labels
 	$(PY) tools/erf_seg.py $(SWIN_T) $(POINT_ARGS) --label-dir $(DEMO)/labels --points per-class \
 		--points-cap 2 --class-names $$(cat $(DEMO)/labels/classes.txt) --out-dir $(DEMO)/swin-t_classes
+
+# a short CPU training run with ERFHook on (centre and per-class ERFs, before vs after)
+demo-train: env
+	$(PY) tools/demo_train.py $(DEMO)/train --iters 200 --val-interval 100
+	$(PY) tools/erf_compare.py --evolution $(DEMO)/train/erf --targets decode_head \
+		--out $(DEMO)/train_evolution.png
+	$(PY) tools/erf_compare.py $(DEMO)/train/erf_classes/iter_0 $(DEMO)/train/erf_classes/iter_200 \
+		--labels before after --out $(DEMO)/train_per_class.png
 
 test: env
 	$(PY) -m pytest tests -q -rs -p no:cacheprovider
