@@ -7,7 +7,7 @@ DEMO_ARGS := --img-dir $(DEMO)/images --targets all --num-images 8 --input-size 
 VMAMBA_T := configs/vmamba/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py
 SWIN_T := configs/demo/swin-t_upernet_demo.py
 POINT_ARGS := --img-dir $(DEMO)/images --num-images 4 --input-size 224 --batch-size 4 \
-	--num-workers 0 --targets backbone.3
+	--num-workers 0 --targets backbone.3 --overwrite
 
 .PHONY: env demo demo-train test
 
@@ -25,7 +25,7 @@ demo: env
 		--out $(DEMO)/overlay.png
 	$(PY) tools/erf_seg.py $(SWIN_T) $(POINT_ARGS) --points grid 3 --out-dir $(DEMO)/swin-t_grid
 	$(PY) tools/erf_seg.py $(VMAMBA_T) $(POINT_ARGS) --points grid 3 --out-dir $(DEMO)/vmamba-t_grid
-	$(PY) tools/demo_pseudo_labels.py $(DEMO)/images $(DEMO)/labels
+	$(PY) tools/demo_pseudo_labels.py $(DEMO)/images $(DEMO)/labels --first-value 1
 	$(PY) tools/erf_seg.py $(SWIN_T) $(POINT_ARGS) --label-dir $(DEMO)/labels --points per-class \
 		--points-cap 2 --class-names $$(cat $(DEMO)/labels/classes.txt) --out-dir $(DEMO)/swin-t_classes
 
