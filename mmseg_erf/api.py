@@ -250,7 +250,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     session = ERFSession(model, targets, num_images, point, class_index,
                          head_runner_for(model)) if spec is None \
         else PointSession(model, targets, num_images, with_class_names(spec, class_names),
-                          class_index)
+                          class_index, head_runner_for(model))
     check_model(model, session.taps, [targets] if isinstance(targets, str) else targets,
                 class_index, input_size, _device_of(model), api_name)
     length = None

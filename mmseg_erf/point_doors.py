@@ -14,6 +14,7 @@ from .engine.point_result import FEW_POINTS, PointResult
 from .engine.point_session import PointSession
 from .engine.points import KINDS, PointSpec
 from .errors import ERFUsageError
+from .heads import head_runner_for
 
 PointsArg = Union[None, str, Sequence, Mapping, PointSpec]
 
@@ -92,7 +93,7 @@ def make_session(model: nn.Module, targets: Sequence[str], num_images: int,
     names = class_names or getattr(model, 'dataset_meta', None) and \
         model.dataset_meta.get('classes')
     return PointSession(model, targets, num_images, with_class_names(points, names),
-                        class_index)
+                        class_index, head_runner_for(model))
 
 
 def batch_labels(batch: dict, input_size: int) -> List[Optional[np.ndarray]]:

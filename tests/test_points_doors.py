@@ -176,3 +176,25 @@ def test_label_folder_is_read_as_the_config_reads_labels(square_tree):
     raw = np.asarray(Image.open(os.path.join(tree, 'labels', 'val', 'val_00.png')))
     loaded = dataset[0]['data_samples'].gt_sem_seg.data[0].numpy()
     np.testing.assert_array_equal(loaded, np.where(raw == 0, 255, raw.astype(int) - 1))
+
+
+def test_point_runs_use_the_heads_own_predict(tmp_path):
+    """Point sessions predict through the head adapters, as centre sessions do.
+
+    Mutation guarded: ``PointSession`` built without ``head_runner_for(model)``
+    (the engine's plain runner then resizes DANet's tuple output and fails), for
+    the ERF taps and for the ``predicted`` classes alike.
+    """
+    from PIL import Image
+
+    from mmseg_erf.segmentor import build_segmentor
+    path = str(tmp_path / 'img.png')
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(path)
+    model, _, _ = build_segmentor('mmseg::danet/danet_r50-d8_4xb4-80k_ade20k-512x512.py')
+    result = compute_erf(model, [path], targets=['decode_head', 'seg_logits'],
+                         num_images=1, input_size=64, points='predicted')
+    assert isinstance(result, PointResult)
+    assert result.meta['points_computed'] > 0
+    for maps in result.maps.values():
+        for grid in maps.values():
+            assert np.isfinite(np.nan_to_num(grid, nan=0.0)).all()

@@ -20,7 +20,7 @@ from .gradients import WindowedConvGrads, windowed_by_default
 from .point_result import PointResult
 from .points import CLASS_KINDS, ImagePoints, PointSpec, sample_points
 from .session import ERFSession, NoImagesError, frozen_parameters
-from .targets import LOGIT_TARGETS, FeatureTaps, TargetError, is_segmentor
+from .targets import LOGIT_TARGETS, FeatureTaps, HeadRunner, TargetError, is_segmentor
 
 
 class MissingLabelsError(ValueError):
@@ -94,11 +94,16 @@ class PointSession(ERFSession):
         model, targets, num_images, class_index: as for :class:`ERFSession`
             (``class_index`` is the logit class of centre and grid points).
         points (PointSpec): how points are chosen, the canvas window, class names.
+        head_runner (HeadRunner, optional): how the segmentor's decode head
+            predicts, as for :class:`ERFSession`.
     """
 
     def __init__(self, model: nn.Module, targets: Sequence[str], num_images: int = 50,
-                 points: PointSpec = PointSpec(), class_index: Optional[int] = None):
-        super().__init__(model, targets, num_images, class_index=class_index)
+                 points: PointSpec = PointSpec(), class_index: Optional[int] = None,
+                 head_runner: Optional[HeadRunner] = None):
+        super().__init__(model, targets, num_images, class_index=class_index,
+                         head_runner=head_runner)
+        self.head_runner = head_runner
         self.points = points
         self.accumulator: Optional[AlignedAccumulator] = None
         self.backwards = 0        # backward passes per target, summed over batches
@@ -112,7 +117,7 @@ class PointSession(ERFSession):
     def _predictions(self, batch: torch.Tensor) -> torch.Tensor:
         if self._prediction_taps is None:
             name = 'seg_logits' if is_segmentor(self.model) else 'output'
-            self._prediction_taps = FeatureTaps(self.model, [name])
+            self._prediction_taps = FeatureTaps(self.model, [name], self.head_runner)
         return predicted_labels(self._prediction_taps, batch)
 
     def image_points(self, batch: torch.Tensor, positions: Sequence[int],
@@ -137,33 +142,20 @@ class PointSession(ERFSession):
         Args:
             labels: per-image (H, W) label maps (needed by 'per-class' and 'boundary').
         """
-        if self.model.training:
-            raise RuntimeError('the model is in training mode: BatchNorm would mix the '
-                               'images of a batch; call model.eval() first')
-        if positions is None:
-            positions = range(self.next_position, self.next_position + inputs.shape[0])
-        positions = list(positions)
-        if len(positions) != inputs.shape[0]:
-            raise ValueError(f'{len(positions)} positions for a batch of {inputs.shape[0]}')
-        keep = self.wanted(positions, limit)
-        if positions:
-            self.next_position = max(self.next_position, max(positions) + 1)
-        if not keep.any():
+        batch, rows, kept = self.select(inputs, positions, limit)
+        if not rows:
             return 0
-        kept = np.flatnonzero(keep)
-        batch = inputs[torch.from_numpy(kept).to(inputs.device)] if not keep.all() else inputs
         if labels is not None:
-            labels = [labels[i] for i in kept]
-        batch = batch.detach()
-        points = self.image_points(batch, [positions[i] for i in kept], labels)
+            labels = [labels[i] for i in rows]
+        points = self.image_points(batch, kept, labels)
         acc = self.open_accumulator(batch.shape[-2:])
-        acc.images += len(kept)
+        acc.images += len(rows)
         depth = max((len(p) for p in points), default=0)
         if depth == 0:
-            return len(kept)
+            return len(rows)
         batch = batch.requires_grad_(True)
         with torch.enable_grad(), frozen_parameters(self.model):
-            features = self.taps(batch)
+            features = self.taps(batch, kept)
             for k in range(depth):
                 rows = [b for b, p in enumerate(points) if len(p) > k]
                 maps = point_index_maps(
@@ -176,7 +168,7 @@ class PointSession(ERFSession):
                         [points[b].groups[k] for b in rows])
                 self.backwards += 1
                 self.point_count += len(rows)
-        return len(kept)
+        return len(rows)
 
     def open_accumulator(self, shape: Sequence[int]) -> AlignedAccumulator:
         if self.accumulator is None:

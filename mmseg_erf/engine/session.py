@@ -1,6 +1,6 @@
 """The loop every door shares: batches in, accumulated maps out."""
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -100,6 +100,24 @@ class ERFSession:
         Returns:
             int: how many of the batch's images were used (finite or not).
         """
+        batch, _, kept = self.select(inputs, positions, limit)
+        if not kept:
+            return 0
+        batch = batch.requires_grad_(True)
+        with torch.enable_grad(), frozen_parameters(self.model):
+            features = self.taps(batch, kept)
+            maps = input_gradient_maps(features, batch, self.point, self.class_index)
+        self.open_accumulator(batch.shape[-2:]).add({n: m.numpy() for n, m in maps.items()})
+        return len(kept)
+
+    def select(self, inputs: torch.Tensor, positions: Optional[Sequence[int]] = None,
+               limit: Optional[int] = None) -> Tuple[torch.Tensor, List[int], List[int]]:
+        """The detached part of a batch that still counts, its rows in the batch and
+        their dataset positions.
+
+        Advances :attr:`next_position` past the batch; positions default to
+        consecutive ones from the last call's end.
+        """
         if self.model.training:
             raise RuntimeError('the model is in training mode: BatchNorm would mix the '
                                'images of a batch; call model.eval() first')
@@ -111,15 +129,10 @@ class ERFSession:
         keep = self.wanted(positions, limit)
         if positions:
             self.next_position = max(self.next_position, max(positions) + 1)
-        if not keep.any():
-            return 0
-        batch = inputs[torch.from_numpy(keep).to(inputs.device)] if not keep.all() else inputs
-        batch = batch.detach().requires_grad_(True)
-        with torch.enable_grad(), frozen_parameters(self.model):
-            features = self.taps(batch, [p for p, k in zip(positions, keep) if k])
-            maps = input_gradient_maps(features, batch, self.point, self.class_index)
-        self.open_accumulator(batch.shape[-2:]).add({n: m.numpy() for n, m in maps.items()})
-        return int(keep.sum())
+        rows = np.flatnonzero(keep).tolist()
+        batch = inputs if keep.all() else inputs[torch.as_tensor(rows, dtype=torch.long,
+                                                                 device=inputs.device)]
+        return batch.detach(), rows, [positions[i] for i in rows]
 
     def open_accumulator(self, shape: Sequence[int]) -> ERFAccumulator:
         """The accumulator, created empty for (H, W) maps if there is none yet: on the
