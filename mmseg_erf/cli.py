@@ -225,8 +225,11 @@ def run(args) -> ERFResult:
     if spec is not None:
         session.points = with_class_names(session.points,
                                           args.class_names or dataset_classes(dataset))
+    # the first batch checks the input size; a resumed run probes first, since the
+    # saved sums are matched against the resolved target names (all, backbone.-1)
     validation.check_model(model, session.taps, args.targets, args.class_index,
-                           args.input_size, device, validation.cli_name)
+                           args.input_size, device, validation.cli_name,
+                           probe_forward=args.resume)
     check_memory(session, args.input_size, args.batch_size, device, warn=logger.warning)
     timer.mark('model checks')
     seen = _resume(state, session, logger) if args.resume else 0

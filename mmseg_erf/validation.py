@@ -278,15 +278,23 @@ def check_class_index(model: nn.Module, targets: Sequence[str], class_index: Opt
 
 
 def check_model(model: nn.Module, taps, targets: Sequence[str], class_index: Optional[int],
-                input_size: int, device, names: Names = api_name) -> None:
+                input_size: int, device, names: Names = api_name,
+                probe_forward: bool = True) -> None:
     """What needs the model, checked before the first image: the targets (``taps``
     already parsed them), the class index against the head's classes and, by one
     blank forward without gradients in eval mode, the input size (which also resolves
-    ``all`` and negative indices)."""
+    ``all`` and negative indices).
+
+    ``probe_forward=False`` leaves the input size to the first real batch, which
+    diagnoses a refusal with the same sentence (:func:`.api.accumulate`): a door
+    whose first batch follows at once (the CLI) saves a full-size forward, while the
+    hook, whose first batch comes after training has begun, keeps the probe.
+    """
     from .segmentor import check_input_size
     check_class_index(model, targets, class_index, names)
-    with eval_mode(model):
-        check_input_size(taps, input_size, device, cfg=getattr(model, 'cfg', None))
+    if probe_forward:
+        with eval_mode(model):
+            check_input_size(taps, input_size, device, cfg=getattr(model, 'cfg', None))
 
 
 # ---- the launcher -----------------------------------------------------------------

@@ -150,3 +150,24 @@ def test_cli_errors_are_one_sentence(args, fragment):
     proc = run_cli(*args, '--num-workers', '0')
     assert proc.returncode == 2
     assert fragment in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_cli_first_batch_is_the_size_check(images, tmp_path, monkeypatch):
+    """The CLI runs no separate blank forward before its first batch (start-up cost).
+    That the first batch still refuses a size the model cannot take, naming the
+    sizes that work, is the row 'input size the model cannot take' of
+    ``test_bad_inputs.py``.
+
+    Mutation guarded: ``check_model(..., probe_forward=True)`` in ``cli.run`` (the
+    probe then runs and this patched one fails the run)."""
+    from mmseg_erf import segmentor
+    from mmseg_erf.cli import main
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError('a blank input-size forward ran before the first batch')
+
+    monkeypatch.setattr(segmentor, 'check_input_size', no_probe)
+    out = str(tmp_path / 'run')
+    assert main([TINY_CONFIG, '--img-dir', images, '--num-images', '2', '--input-size', '64',
+                 '--num-workers', '0', '--out-dir', out]) == 0
+    assert os.path.isfile(os.path.join(out, 'metrics.json'))
