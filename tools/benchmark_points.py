@@ -25,12 +25,13 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+# first: importing the package sets the OpenMP wait policy before torch loads it
 from mmseg_erf.engine import ERFSession, PointSession, PointSpec  # noqa: E402
+import torch  # noqa: E402
 from mmseg_erf.segmentor import build_segmentor  # noqa: E402
 
 CONFIG = os.path.join(REPO, 'configs', 'demo', 'upernet_r18-tiny_imagefolder.py')

@@ -48,10 +48,10 @@ def main() -> int:
     parser.add_argument('--iters', type=int, default=300)
     parser.add_argument('--val-interval', type=int, default=150)
     args = parser.parse_args()
+    # first: registers ERFHook and sets the OpenMP wait policy before torch loads it
+    import mmseg_erf  # noqa: F401
     from mmengine.config import Config
     from mmengine.runner import Runner
-
-    import mmseg_erf  # noqa: F401  (registers ERFHook)
     data = os.path.join(args.work_dir, 'data')
     write_data(data)
     cfg = Config.fromfile(CONFIG)
