@@ -8,8 +8,8 @@ OpenMP reads ``OMP_WAIT_POLICY`` once, when its library loads (with ``import
 torch``); setting it later changes nothing. By default its threads spin at each
 barrier before they sleep; when another process keeps a core busy, a spinning
 thread takes the time slices the working one needs (an ERF then took twice as
-long as with ``PASSIVE``, whose threads sleep at once and which costs nothing
-measurable on an idle machine: ``tools/benchmark_omp.py``).
+long as with ``PASSIVE``, whose threads sleep at once; on an idle machine PASSIVE
+cost up to about 1.5x: ``tools/benchmark_omp.py``, README).
 """
 import os
 import sys

@@ -65,7 +65,7 @@ if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
     cache="$wheel_root/$torch_tag"
     wheel=$(ls "$cache"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$wheel" ]; then
-        say "building mmcv $MMCV_VERSION with ops from source (once; about 6 minutes on 2 cores)"
+        say "building mmcv $MMCV_VERSION with ops from source (once; about 8 minutes on 2 cores)"
         # mmcv's setup.py imports pkg_resources (setuptools<70) and torch (no build isolation).
         pip_install wheel ninja
         build_dir=$(mktemp -d)
