@@ -4,7 +4,6 @@ One row per group (class, boundary/interior region or grid cell), one column per
 run: each run's aligned mean map of that group, and a table with the count beside
 every number, so a class seen at 3 points is not read like one seen at 300.
 """
-import csv
 import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -12,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .compare_tables import table_paths
+from .compare_tables import write_tables
 from .engine.point_plots import _show, sorted_groups
 from .engine.point_result import FEW_POINTS, PointResult
 from .errors import ERFUsageError
@@ -105,13 +104,4 @@ def point_markdown(rows: Sequence[Dict]) -> str:
 
 
 def _write_tables(rows: Sequence[Dict], out: str) -> Tuple[str, str]:
-    md_path, csv_path = table_paths(out)
-    with open(md_path, 'w') as f:
-        f.write(point_markdown(rows))
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: '' if r[k] is None else
-                             (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COLUMNS})
-    return md_path, csv_path
+    return write_tables(rows, out, point_markdown(rows), COLUMNS)

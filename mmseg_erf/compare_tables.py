@@ -5,7 +5,7 @@ the CSV keeps full precision, the Markdown rounds for reading.
 """
 import csv
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 THRESHOLDS = ('0.2', '0.3', '0.5', '0.99')
 COLUMNS = ['run', 'target', 'input_size', 'num_images'] + \
@@ -63,15 +63,20 @@ def table_paths(out: str) -> Tuple[str, str]:
     return stem + '.md', stem + '.csv'
 
 
-def write_tables(rows: Sequence[Dict[str, object]], out: str) -> Tuple[str, str]:
-    """Write ``FIG.md`` and ``FIG.csv`` next to the figure ``out``; CSV keeps full precision."""
+def write_tables(rows: Sequence[Dict[str, object]], out: str,
+                 markdown: Optional[str] = None,
+                 columns: Sequence[str] = COLUMNS) -> Tuple[str, str]:
+    """Write ``FIG.md`` and ``FIG.csv`` next to the figure ``out``; CSV keeps full precision.
+
+    ``markdown`` (default: :func:`markdown_table` of ``rows``) and ``columns`` let
+    other tables (point runs' per-group rows) share the files' form."""
     md_path, csv_path = table_paths(out)
     with open(md_path, 'w') as f:
-        f.write(markdown_table(rows))
+        f.write(markdown_table(rows) if markdown is None else markdown)
     with open(csv_path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         for r in rows:
             writer.writerow({k: '' if r[k] is None else
-                             (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+                             (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in columns})
     return md_path, csv_path
