@@ -141,16 +141,16 @@ def reduce_session(session: ERFSession) -> None:
     _, world = get_dist_info()
     if world == 1:
         return
-    from .engine import PointSession
-    if isinstance(session, PointSession):
-        from .point_doors import reduce_point_session
-        return reduce_point_session(session)
     acc = session.accumulator
     shapes = all_gather_object(None if acc is None else acc.shape)
     shape = next((s for s in shapes if s is not None), None)
     if shape is None:
         return
     acc = session.open_accumulator(shape)
+    from .engine import PointSession
+    if isinstance(session, PointSession):
+        from .point_doors import reduce_point_sums
+        return reduce_point_sums(session)
     for name in acc.names:
         total = torch.from_numpy(acc.sums[name])
         all_reduce(total)

@@ -146,18 +146,11 @@ def cost_line(spec: PointSpec, num_images: int, targets: Sequence[str]) -> str:
     return spec.cost_sentence(num_images, len(targets), len(spec.class_names) or None)
 
 
-def reduce_point_session(session: PointSession) -> None:
-    """Sum every rank's aligned sums, coverage and counts (no-op in one process)."""
-    from mmengine.dist import all_gather_object, all_reduce, get_dist_info
-    _, world = get_dist_info()
-    if world == 1:
-        return
+def reduce_point_sums(session: PointSession) -> None:
+    """Sum every rank's aligned sums, coverage and counts; called by
+    :func:`.api.reduce_session` once every rank's accumulator is open."""
+    from mmengine.dist import all_gather_object, all_reduce
     acc = session.accumulator
-    shapes = all_gather_object(None if acc is None else acc.shape)
-    shape = next((s for s in shapes if s is not None), None)
-    if shape is None:
-        return
-    acc = session.open_accumulator(shape)
     groups = sorted(set().union(*all_gather_object(acc.groups)))
     for group in groups:
         acc._open_group(group)
