@@ -27,6 +27,8 @@ setup(
     long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmseg_erf', 'mmseg_erf.*']),
+    # the CPU selective-scan kernel is compiled from its source at first use
+    package_data={'mmseg_erf.models.vmamba': ['cpu_scan.c']},
     python_requires='>=3.8',
     install_requires=install_requires,
     extras_require={

@@ -5,13 +5,13 @@ Importing the package registers its types into mmseg's registries
 TRANSFORMS, ``MM_VSSM`` in MODELS) and installs the safe checkpoint loader for
 local files into mmengine's ``CheckpointLoader``, so configs only need
 ``custom_imports=dict(imports=['mmseg_erf'], allow_failed_imports=False)``.
-Imported before torch, it also sets ``OMP_WAIT_POLICY=PASSIVE`` unless that is set
-(see :mod:`.startup`).
+Imported before torch, it also sets ``OMP_WAIT_POLICY=PASSIVE`` when other processes
+keep the CPUs busy and the variable is not set (see :mod:`.startup`).
 """
-from .startup import prefer_passive_wait
+from .startup import choose_wait_policy
 
 # first of all: OpenMP reads its wait policy once, when torch loads it
-prefer_passive_wait()
+choose_wait_policy()
 
 from . import datasets, hooks, models  # noqa: E402,F401  (registration)
 from .api import compute_erf  # noqa: E402

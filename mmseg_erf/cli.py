@@ -15,7 +15,7 @@ from .engine import ERFResult, ERFSession, NoImagesError, TargetError
 from .errors import ERFUsageError
 from .heads import head_runner_for
 from .run_state import RunState, protect_out_dir, run_options
-from .startup import IMPORT_STARTED, PhaseTimer
+from .startup import IMPORT_STARTED, PhaseTimer, wait_policy_summary
 from .input_size import check_memory
 
 # set to 1 to see the traceback behind a one-sentence error (like --debug)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--verbose', action='store_true',
                         help='also print where the start-up time went (imports, config, '
                              'dataset, model build, checkpoint, model checks, first batch '
-                             'loaded, first batch ERF)')
+                             'loaded, first batch ERF) and the OpenMP wait policy chosen')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='distributed launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
@@ -320,6 +320,7 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
         sys.stdout.write('\n')
     if args.verbose and is_main_process():
         logger.info(timer.summary())
+        logger.info(wait_policy_summary())
     reduce_session(session)
     result = session.result(config_name, meta)
     if is_main_process():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mmseg_erf import compute_erf
+from mmseg_erf.benchmark import omp_policy
 from mmseg_erf.segmentor import build_segmentor, erf_pipeline
 
 from conftest import REPO, TINY_CONFIG, make_voc_tree
@@ -99,21 +100,28 @@ def test_cli_end_to_end(images, tmp_path):
 
 
 def test_cli_default_workers_verbose(images, tmp_path):
-    """The CLI as a user runs it: no --num-workers (2 dataloader worker processes), no
-    OMP_WAIT_POLICY in the environment, --verbose. The maps equal the API's (no workers),
-    the OpenMP runtime reports PASSIVE (GOMP_SPINCOUNT 0; OpenMP's default is 300000),
+    """The CLI as a user runs it on a shared machine: no --num-workers (2 dataloader
+    worker processes), no OMP_WAIT_POLICY in the environment, --verbose, another
+    process busy on one core. The maps equal the API's (no workers), the OpenMP runtime
+    reports PASSIVE (GOMP_SPINCOUNT 0; OpenMP's default is 300000), --verbose says why,
     and the start-up line names every phase. Guards the mutations: the wait policy set
     after ``import torch``, a phase left out of --verbose."""
     out = tmp_path / 'erf'
     env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
     env['OMP_DISPLAY_ENV'] = 'VERBOSE'
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'), TINY_CONFIG, '--img-dir',
-         images, '--targets', 'backbone.1', 'decode_head', '--num-images', '4',
-         '--input-size', '64', '--batch-size', '2', '--out-dir', str(out), '--verbose'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    busy = omp_policy.start_busy_loop()
+    try:
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO, 'tools', 'erf_seg.py'), TINY_CONFIG,
+             '--img-dir', images, '--targets', 'backbone.1', 'decode_head', '--num-images',
+             '4', '--input-size', '64', '--batch-size', '2', '--out-dir', str(out),
+             '--verbose'], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        omp_policy.stop(busy)
     assert proc.returncode == 0, proc.stderr
     assert "GOMP_SPINCOUNT = '0'" in proc.stderr
+    assert "OpenMP wait policy: PASSIVE (other processes' load at start-up: " in \
+        proc.stdout + proc.stderr
     line = next(l for l in (proc.stdout + proc.stderr).splitlines() if 'start-up:' in l)
     phases = re.findall(r'(?:start-up: |, )([A-Za-z -]+) (\d+\.\d+) s', line)
     assert [p for p, _ in phases] == ['imports', 'config', 'dataset', 'model build',

@@ -115,8 +115,9 @@ def test_windowed_conv_grads_equal_dense(cin, cout, k, stride, pad, dil, groups,
 
 
 def test_scan_benchmark_runs_both_storage_orders():
-    """tools/benchmark_scan.py at a small size: both rows print for d_state 1 and 16 (the
-    two VMamba generations), float64 agrees."""
+    """tools/benchmark_scan.py at a small size: a row per storage order and backend
+    (PyTorch, the compiled kernel) for d_state 1 and 16 (the two VMamba generations),
+    float64 agrees."""
     import re
     import subprocess
     import sys
@@ -125,9 +126,13 @@ def test_scan_benchmark_runs_both_storage_orders():
     run = subprocess.run([sys.executable, str(script), '--length', '96', '--channels', '8',
                           '--repeats', '1', '--reference-repeats', '1', '--threads', '1'],
                          capture_output=True, text=True, timeout=300, check=True)
-    rows = re.findall(r'^(channel-major|token-major \(MM_VSSM\)) .* [\d.]+x / +[\d.]+x$',
-                      run.stdout, re.MULTILINE)
-    assert rows == ['channel-major', 'token-major (MM_VSSM)'] * 2, run.stdout
+    rows = re.findall(r'^(channel-major|token-major \(MM_VSSM\)) +(torch|cpu) .* [\d.]+x / +'
+                      r'[\d.]+x$', run.stdout, re.MULTILINE)
+    per_state = [(layout, backend) for layout in ('channel-major', 'token-major (MM_VSSM)')
+                 for backend in ('torch', 'cpu')]
+    assert rows == per_state * 2, run.stdout
+    assert len(re.findall(r'^  (channel|token)-major.*, (torch|cpu): output ', run.stdout,
+                          re.MULTILINE)) == 8, run.stdout
     assert re.findall(r'B/C \(1, 4, (\d+), 96\)', run.stdout) == ['1', '16'], run.stdout
     worst = [float(e) for e in re.findall(r'max relative error: (\S+)', run.stdout)]
     assert len(worst) == 2 and max(worst) < 1e-12, run.stdout

@@ -4,10 +4,11 @@
     python tools/benchmark_omp.py [--model vmamba-t] [--size 384] [--num-images 3] \
         [--targets backbone.2] [--repeats 2] [--conditions idle busy]
 
-Policies: unset (OpenMP's default), PASSIVE (mmseg-erf's default), ACTIVE; each run
-in a fresh process. "busy": a busy-loop process started by this script keeps one
-core busy. Prints best and median seconds per image and their ratios to the best
-policy, and whether mmseg-erf's default is within --limit (1.2x) of it.
+Policies: default (mmseg-erf's choice from the load at start-up), unset (OpenMP's
+default), PASSIVE, ACTIVE; each run in a fresh process. "busy": a busy-loop process
+started by this script keeps one core busy. Prints best and median seconds per image
+and their ratios to the best policy, and whether the default is within --limit (1.2x)
+of it.
 """
 import os
 import sys

@@ -1,6 +1,7 @@
-"""Selective scan: this package's parallel scan next to the sequential reference.
+"""Selective scan: this package's two CPU paths next to the sequential reference.
 
-Times forward + backward of both at VMamba-T stage-1 shapes for a 512x512
+Times forward + backward of the PyTorch path (``backend='torch'``), the compiled
+kernel (``backend='cpu'``) and the reference loop at VMamba-T stage-1 shapes for a 512x512
 input (L = 128 * 128 positions, K = 4 directions, batch 1), for both
 generations: d_state 1 with D = 96 channels per direction (new VMamba-T) and
 d_state 16 with D = 192 (first-generation VMamba-T, ssm_ratio 2), and prints
@@ -29,6 +30,7 @@ import statistics
 import time
 
 # mmseg_erf first: it sets the OpenMP wait policy, which torch's OpenMP reads when it loads
+from mmseg_erf.models.vmamba.cpu_kernel import cpu_kernel_available, cpu_kernel_error
 from mmseg_erf.models.vmamba.selective_scan import selective_scan, selective_scan_reference
 
 import torch  # noqa: E402,I100
@@ -54,6 +56,9 @@ def parse_args():
                         help='timed runs of the fast scan')
     parser.add_argument('--reference-repeats', type=int, default=3,
                         help='timed runs of the reference loop')
+    parser.add_argument('--backends', nargs='+', choices=['torch', 'cpu'], default=['torch', 'cpu'],
+                        help="selective_scan backends to time: 'torch' (PyTorch operations) and "
+                        "'cpu' (the compiled kernel; left out with a note where it cannot build)")
     parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()
@@ -109,6 +114,9 @@ def forward_backward(fn, inputs, grad_out, **kwargs):
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
+    if 'cpu' in args.backends and not cpu_kernel_available():
+        print(f'backend cpu left out: {cpu_kernel_error()}')
+        args.backends = [b for b in args.backends if b != 'cpu']
     for nstate in args.d_state:
         channels = args.channels or (96 if nstate == 1 else 192)
         benchmark(argparse.Namespace(**{**vars(args), 'd_state': nstate, 'channels': channels}))
@@ -124,19 +132,21 @@ def benchmark(args):
                            generator=torch.Generator().manual_seed(1))
     layouts = {'channel-major': channel_major, 'token-major (MM_VSSM)': token_major}
     # best and median of the runs: the best is the least disturbed by other tenants
-    print(f'{"storage of the inputs":<24}{"selective_scan best/median":>30}'
+    print(f'{"storage of the inputs":<24}{"backend":>8}{"selective_scan best/median":>30}'
           f'{"reference loop best/median":>30}{"speed-up best/median":>24}')
     for name, store in layouts.items():
         inputs, g = store(make_inputs(args, torch.float32), grad_out)
-        fast = [forward_backward(selective_scan, inputs, g, chunk_size=args.chunk_size)[0]
-                for _ in range(args.repeats + 1)][1:]  # the first run warms up
         slow = [forward_backward(selective_scan_reference, inputs, g)[0]
                 for _ in range(args.reference_repeats)]
-        best = (min(fast), min(slow))
-        median = (statistics.median(fast), statistics.median(slow))
-        print(f'{name:<24}{best[0] * 1e3:>14.1f} / {median[0] * 1e3:6.1f} ms'
-              f'{best[1] * 1e3:>16.0f} / {median[1] * 1e3:5.0f} ms'
-              f'{best[1] / best[0]:>15.1f}x / {median[1] / median[0]:4.1f}x')
+        for backend in args.backends:
+            fast = [forward_backward(selective_scan, inputs, g, chunk_size=args.chunk_size,
+                                     backend=backend)[0]
+                    for _ in range(args.repeats + 1)][1:]  # the first run warms up
+            best = (min(fast), min(slow))
+            median = (statistics.median(fast), statistics.median(slow))
+            print(f'{name:<24}{backend:>8}{best[0] * 1e3:>14.1f} / {median[0] * 1e3:6.1f} ms'
+                  f'{best[1] * 1e3:>16.0f} / {median[1] * 1e3:5.0f} ms'
+                  f'{best[1] / best[0]:>15.1f}x / {median[1] / median[0]:4.1f}x')
 
     check = argparse.Namespace(**{**vars(args), 'length': min(args.length, args.check_length)})
     print(f'float64 error vs the reference at L = {check.length} (max |diff| relative to max '
@@ -145,15 +155,16 @@ def benchmark(args):
     for name, store in layouts.items():
         inputs64, g = store(make_inputs(check, torch.float64),
                             grad_out[..., :check.length].double())
-        _, out, grads = forward_backward(selective_scan, inputs64, g,
-                                         chunk_size=args.chunk_size)
         _, ref, ref_grads = forward_backward(selective_scan_reference, inputs64, g)
-        errors = {'output': (out, ref), **{f'grad {k}': (grads[k], ref_grads[k])
-                                          for k in ref_grads}}
-        rels = {k: ((x - r).abs().max() / r.abs().max().clamp(min=1e-300)).item()
-                for k, (x, r) in errors.items()}
-        worst = max(worst, *rels.values())
-        print(f'  {name}: ' + ', '.join(f'{k} {v:.1e}' for k, v in rels.items()))
+        for backend in args.backends:
+            _, out, grads = forward_backward(selective_scan, inputs64, g,
+                                             chunk_size=args.chunk_size, backend=backend)
+            errors = {'output': (out, ref), **{f'grad {k}': (grads[k], ref_grads[k])
+                                              for k in ref_grads}}
+            rels = {k: ((x - r).abs().max() / r.abs().max().clamp(min=1e-300)).item()
+                    for k, (x, r) in errors.items()}
+            worst = max(worst, *rels.values())
+            print(f'  {name}, {backend}: ' + ', '.join(f'{k} {v:.1e}' for k, v in rels.items()))
     print(f'max relative error: {worst:.2e}')
 
 

@@ -2,9 +2,10 @@
 
 Each run is a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` only when it loads)
 that builds the model, warms up on one image and times the ERF of the others
-with :class:`~mmseg_erf.engine.ERFSession`. The policies are ``unset`` (OpenMP's
-own default: what mmseg-erf ran with before it set one), ``PASSIVE`` (what
-mmseg-erf sets when the user has not) and ``ACTIVE``; they are interleaved in a
+with :class:`~mmseg_erf.engine.ERFSession`. The policies are ``default`` (the
+variable unset and ``mmseg_erf`` imported first: its own choice, from the load
+it sees at start-up), ``unset`` (OpenMP's own default: torch imported first, so
+mmseg-erf cannot choose), ``PASSIVE`` and ``ACTIVE``; they are interleaved in a
 rotating order, so that a change of the machine's load falls on all of them.
 "busy" runs share the machine with a busy-loop process this script starts (one
 core's worth of load) and stops. Every run also reports ``GOMP_SPINCOUNT`` as the
@@ -20,12 +21,13 @@ from typing import Dict, List, Optional, Sequence
 
 from .recipes import MODEL_TABLE, REPO
 
-POLICIES = ('unset', 'PASSIVE', 'ACTIVE')
-TOOL_DEFAULT = 'PASSIVE'
-LABELS = {'unset': 'unset (OpenMP default)', 'PASSIVE': 'PASSIVE (mmseg-erf default)',
-          'ACTIVE': 'ACTIVE'}
-# torch before mmseg_erf: with the variable unset, mmseg_erf must not set it here
-_CHILD = ('import torch, json, sys; from mmseg_erf.benchmark.omp_policy import child_main; '
+POLICIES = ('default', 'unset', 'PASSIVE', 'ACTIVE')
+TOOL_DEFAULT = 'default'
+LABELS = {'default': "default (mmseg-erf's choice)", 'unset': 'unset (OpenMP default)',
+          'PASSIVE': 'PASSIVE', 'ACTIVE': 'ACTIVE'}
+# 'default': mmseg_erf first, so that it chooses; otherwise torch first, so that it cannot
+# (with the variable unset, 'unset' must stay OpenMP's own default)
+_CHILD = ('import {first}, json, sys; from mmseg_erf.benchmark.omp_policy import child_main; '
           'child_main(json.loads(sys.argv[1]))')
 _BUSY = 'while True: pass'
 
@@ -54,11 +56,12 @@ def _spin_count(stderr: str) -> Optional[str]:
 def run_policy(policy: str, spec: dict, timeout: float = 1800) -> dict:
     """One run under ``policy`` in a fresh process: image times, spin count."""
     env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
-    if policy != 'unset':
+    if policy not in ('unset', 'default'):
         env['OMP_WAIT_POLICY'] = policy
     env['OMP_DISPLAY_ENV'] = 'VERBOSE'
     env['PYTHONPATH'] = os.pathsep.join([REPO] + [p for p in [env.get('PYTHONPATH')] if p])
-    proc = subprocess.run([sys.executable, '-c', _CHILD, json.dumps(spec)], env=env,
+    child = _CHILD.format(first='mmseg_erf' if policy == 'default' else 'torch')
+    proc = subprocess.run([sys.executable, '-c', child, json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         return dict(wanted=policy, error=proc.stderr[-3000:])
@@ -82,7 +85,7 @@ def measure_condition(condition: str, spec: dict, repeats: int,
                       policies: Sequence[str] = POLICIES, log=print) -> Dict[str, dict]:
     """Every policy ``repeats`` times in rotating order, under ``condition``
     ('idle' or 'busy'); returns ``{policy: {'times', 'spin_count', 'errors'}}``."""
-    found = {p: dict(times=[], spin_count=None, errors=[]) for p in policies}
+    found = {p: dict(times=[], spin_count=None, errors=[], ran=set()) for p in policies}
     busy = start_busy_loop() if condition == 'busy' else None
     try:
         for rep in range(repeats):
@@ -95,6 +98,7 @@ def measure_condition(condition: str, spec: dict, repeats: int,
                     continue
                 found[policy]['times'] += out['times']
                 found[policy]['spin_count'] = out['spin_count']
+                found[policy]['ran'].add(out['policy'] or "OpenMP's default")
                 log(f'  {condition}, run {rep + 1}/{repeats}, {policy}: s/image '
                     + ', '.join(f'{t:.2f}' for t in out['times'])
                     + f' (GOMP_SPINCOUNT {out["spin_count"]}, OMP_WAIT_POLICY in the '
@@ -137,7 +141,8 @@ def verdict(condition: str, found: Dict[str, dict], limit: float) -> Optional[st
         return None
     ratio = stats[TOOL_DEFAULT] / min(stats.values())
     word = 'within' if ratio <= limit else 'NOT within'
-    return (f'{condition}: mmseg-erf default ({TOOL_DEFAULT}) median {ratio:.2f}x the best '
+    ran = ' and '.join(sorted(found[TOOL_DEFAULT]['ran']))
+    return (f'{condition}: the default (mmseg-erf chose {ran}) median {ratio:.2f}x the best '
             f'policy\'s: {word} {limit:g}x')
 
 

@@ -52,8 +52,9 @@ def test_state_dict_matches_vmamba_manifest(variant):
     assert got == spec['params']
 
 
-def test_reproduces_reference_stage_outputs(mini):
-    model = build_mini(mini)
+@pytest.mark.parametrize('scan_backend', ('torch', 'cpu'))
+def test_reproduces_reference_stage_outputs(mini, scan_backend):
+    model = build_mini(mini, scan_backend=scan_backend)
     io = mini[2]
     with torch.no_grad():
         outs = model(io['input'])
@@ -66,8 +67,10 @@ def test_reproduces_reference_stage_outputs(mini):
         assert ((out - ref).norm() / ref.norm()) < 1e-5
 
 
-def test_reproduces_reference_erf(mini):
-    model = build_mini(mini)
+@pytest.mark.parametrize('scan_backend', ('torch', 'cpu'))
+def test_reproduces_reference_erf(mini, scan_backend):
+    """Both CPU paths of the scan: PyTorch operations and the compiled kernel."""
+    model = build_mini(mini, scan_backend=scan_backend)
     io = mini[2]
     x = io['input'][:1].clone().requires_grad_()
     out = model(x)[3]
@@ -148,6 +151,8 @@ def test_swin_leftovers_and_unknown_arguments_are_refused():
         MM_VSSM(dims=8, depths=(1, 1), embed_dims=96, window_size=7)
     with pytest.raises(TypeError, match='ssm_dstate'):
         MM_VSSM(dims=8, depths=(1, 1), ssm_dstate=1)
+    with pytest.raises(ValueError, match="scan_backend='triton' must be one of"):
+        MM_VSSM(dims=8, depths=(1, 1), scan_backend='triton')
 
 
 def test_vmamba_config_arguments_are_accepted():

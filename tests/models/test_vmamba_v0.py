@@ -53,14 +53,16 @@ def test_parameters_equal_the_manifest_in_order(variant):
         == spec['params']
 
 
-def test_reproduces_the_reference_stage_outputs_and_erf(mini):
-    """Outputs within 1e-5 of each tensor's max (float32 noise is ~3e-6 there).
+@pytest.mark.parametrize('scan_backend', ('torch', 'cpu'))
+def test_reproduces_the_reference_stage_outputs_and_erf(mini, scan_backend):
+    """Outputs within 1e-5 of each tensor's max (float32 noise is ~3e-6 there), with
+    both CPU paths of the scan (PyTorch operations, the compiled kernel).
 
     Mutations that fail it (fixture README's sensitivity table): dropping silu(z),
     gating before out_norm, swapping the patch-merging quadrants x1/x2, LayerNorm
     eps 1e-6."""
     kwargs, state, _, io = mini
-    model = build(kwargs, state)
+    model = build(kwargs, state, scan_backend=scan_backend)
     with torch.no_grad():
         outs = model(io['input'])
     assert len(outs) == 4

@@ -20,6 +20,8 @@ from .generations import Generation, generation_of
 
 __all__ = ['MM_VSSM', 'rename_legacy_keys']
 
+#: backend of the selective scan (see selective_scan.py)
+SCAN_BACKENDS = ('auto', 'torch', 'cpu', 'cuda')
 # Switches with one accepted value in both generations, by argument name.
 SUPPORTED = dict(
     ssm_act_layer=('silu', ),
@@ -147,6 +149,10 @@ class MM_VSSM(BaseModule):
         num_classes, imgsize: Accepted for VMamba compatibility and unused
             (the backbone has no classifier and no position embedding).
         scan_chunk_size (int): ``chunk_size`` of the selective scan.
+        scan_backend (str): How the selective scan runs: 'auto' (a CUDA kernel
+            on the GPU when installed, the compiled CPU kernel on the CPU where
+            a C compiler is found, else PyTorch), 'torch' (PyTorch operations
+            only), 'cpu' or 'cuda'. Defaults to 'auto'.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -181,6 +187,7 @@ class MM_VSSM(BaseModule):
                  pretrained=None,
                  pretrained_key='model',
                  scan_chunk_size=None,
+                 scan_backend='auto',
                  init_cfg=None,
                  **kwargs):
         swin = sorted(_SWIN_KEYS.intersection(kwargs))
@@ -205,6 +212,9 @@ class MM_VSSM(BaseModule):
                              'models have the SS2D branch)')
         if not (ssm_dt_rank == 'auto' or (isinstance(ssm_dt_rank, int) and ssm_dt_rank > 0)):
             raise ValueError(f"MM_VSSM: ssm_dt_rank={ssm_dt_rank!r} must be 'auto' or an int > 0")
+        if scan_backend not in SCAN_BACKENDS:
+            raise ValueError(f'MM_VSSM: scan_backend={scan_backend!r} must be one of '
+                             f'{SCAN_BACKENDS}')
         if pretrained_key not in ('model', 'model_ema'):
             raise ValueError(f"MM_VSSM: pretrained_key={pretrained_key!r} must be 'model' or "
                              "'model_ema'")
@@ -232,6 +242,7 @@ class MM_VSSM(BaseModule):
             ssm_cfg.update(d_conv=ssm_conv, conv_bias=ssm_conv_bias)
         if scan_chunk_size is not None:
             ssm_cfg['chunk_size'] = scan_chunk_size
+        ssm_cfg['scan_backend'] = scan_backend
         block_cfg = dict(ss2d=generation.ss2d[forward_type], ssm_cfg=ssm_cfg,
                          use_checkpoint=use_checkpoint)
         if generation.has_mlp:

@@ -74,15 +74,17 @@ class SSMCore(nn.Module):
             ceil(d_model / 16).
         chunk_size (int, optional): ``chunk_size`` of the selective scan
             (None: automatic).
+        scan_backend (str): ``backend`` of the selective scan: 'auto', 'torch'
+            (PyTorch operations only), 'cpu' (the compiled CPU kernel) or 'cuda'.
     """
 
     def __init__(self, d_model: int, d_state: int, d_inner: int, dt_rank='auto',
-                 chunk_size: Optional[int] = None):
+                 chunk_size: Optional[int] = None, scan_backend: str = 'auto'):
         super().__init__()
         k = NUM_DIRECTIONS
         self.d_model, self.d_state, self.d_inner = int(d_model), int(d_state), int(d_inner)
         self.dt_rank = int(math.ceil(d_model / 16) if dt_rank == 'auto' else dt_rank)
-        self.chunk_size = chunk_size
+        self.chunk_size, self.scan_backend = chunk_size, scan_backend
         self.x_proj_weight = nn.Parameter(
             torch.empty(k, self.dt_rank + 2 * self.d_state, self.d_inner))
         self.A_logs = nn.Parameter(torch.empty(k * self.d_inner, self.d_state))
@@ -128,14 +130,16 @@ class SSMCore(nn.Module):
                        torch.block_diag(*self.dt_projs_weight))
         params = (-torch.exp(self.A_logs.float()), self.Ds.float(),
                   self.dt_projs_bias.reshape(-1).float())
-        if xs.is_cuda and cuda_backend_available():
+        if self.scan_backend == 'cuda' or (self.scan_backend == 'auto' and xs.is_cuda
+                                           and cuda_backend_available()):
             # the CUDA kernels take channel-major (B, K*D, L) tensors
             ys = selective_scan(xs.transpose(1, 2), dts.transpose(1, 2), params[0],
                                 bs.permute(0, 2, 3, 1), cs.permute(0, 2, 3, 1), *params[1:],
-                                delta_softplus=True).transpose(1, 2)
+                                delta_softplus=True, backend='cuda').transpose(1, 2)
         else:
             ys = selective_scan_tokens(xs, dts, params[0], bs, cs, *params[1:],
-                                       delta_softplus=True, chunk_size=self.chunk_size)
+                                       delta_softplus=True, chunk_size=self.chunk_size,
+                                       backend=self.scan_backend)
         return cross_merge(ys.reshape(batch, length, k, channels), height, width)
 
 
@@ -159,6 +163,7 @@ class SS2D(SSMCore):
             initialisation. Defaults to 0.001, 0.1, 1e-4, 1.0.
         chunk_size (int, optional): ``chunk_size`` of the selective scan
             (None: automatic).
+        scan_backend (str): ``backend`` of the selective scan. Defaults to 'auto'.
     """
 
     def __init__(self,
@@ -173,8 +178,10 @@ class SS2D(SSMCore):
                  dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4,
                  dt_scale: float = 1.0,
-                 chunk_size: Optional[int] = None):
-        super().__init__(d_model, d_state, int(ssm_ratio * d_model), dt_rank, chunk_size)
+                 chunk_size: Optional[int] = None,
+                 scan_backend: str = 'auto'):
+        super().__init__(d_model, d_state, int(ssm_ratio * d_model), dt_rank, chunk_size,
+                         scan_backend)
         # Module order is VMamba's (out_norm, in_proj, conv2d, out_proj).
         # in_proj/out_proj/out_norm act on channels-last tensors, so they are the
         # plain nn modules (same parameter shapes).

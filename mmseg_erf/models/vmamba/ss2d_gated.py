@@ -30,6 +30,7 @@ class SS2DGated(SSMCore):
         dt_rank (int | str): 'auto' (ceil(d_model / 16)) or an int.
         dropout (float): Dropout after out_proj. Defaults to 0.
         chunk_size (int, optional): ``chunk_size`` of the selective scan.
+        scan_backend (str): ``backend`` of the selective scan. Defaults to 'auto'.
     """
 
     #: out_norm registered before in_proj (VMamba's SS2Dv2 order)
@@ -41,8 +42,10 @@ class SS2DGated(SSMCore):
                  ssm_ratio: float = 2.0,
                  dt_rank='auto',
                  dropout: float = 0.,
-                 chunk_size: Optional[int] = None):
-        super().__init__(d_model, d_state, int(ssm_ratio * d_model), dt_rank, chunk_size)
+                 chunk_size: Optional[int] = None,
+                 scan_backend: str = 'auto'):
+        super().__init__(d_model, d_state, int(ssm_ratio * d_model), dt_rank, chunk_size,
+                         scan_backend)
         if self.norm_first:
             self.out_norm = nn.LayerNorm(self.d_inner)
         self.in_proj = nn.Linear(self.d_model, 2 * self.d_inner, bias=False)
