@@ -62,11 +62,7 @@ def test_matches_sequential_reference(monkeypatch, batch, groups, dim, nstate, l
     Mutations that fail here: dropping the carry between chunks, the entering state
     of a chunk, the skip term D u, or one of the partial dB/dC slices."""
     calls = spy_kernel(monkeypatch)
-    inputs = make_inputs(batch, groups, dim, nstate, length)
-    if not use_d:
-        inputs['D'] = None
-    if not use_bias:
-        inputs['delta_bias'] = None
+    inputs = make_inputs(batch, groups, dim, nstate, length, use_d=use_d, use_bias=use_bias)
     grad_out = torch.randn(batch, groups * dim, length, dtype=torch.float64)
     ref, ref_grads = run(selective_scan_reference, inputs, grad_out, delta_softplus=True)
     out, grads = run(selective_scan, inputs, grad_out, delta_softplus=True)

@@ -15,7 +15,8 @@ from mmseg_erf.models.vmamba.selective_scan import (linear_scan, selective_scan_
 
 
 def make_inputs(batch, groups, dim, nstate, length, dtype=torch.float64, seed=0,
-                delta_scale=0.5):
+                delta_scale=0.5, use_d=True, use_bias=True):
+    """Random scan inputs; ``use_d=False`` / ``use_bias=False`` leave D / delta_bias None."""
     g = torch.Generator().manual_seed(seed)
     kd = groups * dim
 
@@ -28,8 +29,8 @@ def make_inputs(batch, groups, dim, nstate, length, dtype=torch.float64, seed=0,
         A=-(torch.rand(kd, nstate, generator=g, dtype=dtype) * 2 + 0.1),
         B=randn(batch, groups, nstate, length),
         C=randn(batch, groups, nstate, length),
-        D=randn(kd),
-        delta_bias=randn(kd) * 0.5,
+        D=randn(kd) if use_d else None,
+        delta_bias=randn(kd) * 0.5 if use_bias else None,
     )
 
 
@@ -74,11 +75,7 @@ CASES = [
                                                      (True, False, True), (False, True, False)])
 def test_matches_sequential_reference(batch, groups, dim, nstate, length, chunk, use_d, use_bias,
                                       softplus):
-    inputs = make_inputs(batch, groups, dim, nstate, length)
-    if not use_d:
-        inputs['D'] = None
-    if not use_bias:
-        inputs['delta_bias'] = None
+    inputs = make_inputs(batch, groups, dim, nstate, length, use_d=use_d, use_bias=use_bias)
     grad_out = torch.randn(batch, groups * dim, length, dtype=torch.float64)
     ref, ref_grads = run(selective_scan_reference, inputs, grad_out, delta_softplus=softplus)
     out, grads = run(selective_scan, inputs, grad_out, delta_softplus=softplus, chunk_size=chunk)
