@@ -215,3 +215,33 @@ def test_small_step_sizes_keep_their_gradient_in_float32():
                      grad_out.float(), delta_softplus=True, backend='cpu')
     for name in ('delta', 'delta_bias'):
         assert rel_err(grads[name].double(), ref_grads[name]) < 1e-5, name
+
+
+def _scan_in_child(queue):
+    torch.set_num_threads(2)
+    inputs = make_inputs(1, 2, 16, 4, 40, seed=7)
+    queue.put(selective_scan(**inputs, delta_softplus=True, backend='cpu').sum().item())
+
+
+def test_a_forked_process_gets_its_own_threads():
+    """A child forked after the parent's pool started (a dataloader worker, a rank)
+    inherits the pool object but not its threads; reusing it would hang forever.
+    Mutation that fails here: one pool per size only (no process id in its key)."""
+    import multiprocessing
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inputs = make_inputs(1, 2, 16, 4, 40, seed=7)
+        expected = selective_scan(**inputs, delta_softplus=True, backend='cpu').sum().item()
+        queue = multiprocessing.get_context('fork').Queue()
+        child = multiprocessing.get_context('fork').Process(target=_scan_in_child,
+                                                            args=(queue, ))
+        child.start()
+        child.join(60)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+        assert not hung, 'the forked scan did not finish'
+        assert queue.get(timeout=5) == pytest.approx(expected, rel=1e-12)
+    finally:
+        torch.set_num_threads(threads)

@@ -2,8 +2,8 @@
 
 The pure-PyTorch scan is bound by memory traffic: with N states per channel
 (16 in the first VMamba generation) every pass over the states moves N times
-the inputs. The C kernel keeps a block's states in registers while it walks
-the positions, so its cost is the arithmetic alone. It is compiled at first
+the inputs. The C kernel keeps a slice's states in cache while it walks the
+positions once, so its cost is mostly the arithmetic. It is compiled at first
 use with the system's C compiler (``$CC``, else ``cc``/``gcc``/``clang``; the
 same toolchain that builds mmcv), depends on libm only, and is cached under
 ``~/.cache/mmseg-erf/kernels`` keyed by its source, the flags, the compiler
@@ -116,7 +116,9 @@ def cpu_kernel_available(dtype: torch.dtype = torch.float32) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per size and process: a forked child (a dataloader worker, a launcher's
+    rank) inherits the parent's pool object but none of its threads."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix='mmseg-erf-scan')
 
 
@@ -128,7 +130,7 @@ def _run(function, args, items: int) -> None:
     if len(ranges) == 1:
         codes = [function(*args, 0, items)]
     else:
-        codes = list(_pool(workers).map(lambda r: function(*args, *r), ranges))
+        codes = list(_pool(workers, os.getpid()).map(lambda r: function(*args, *r), ranges))
     if any(codes):
         raise RuntimeError(f'cpu_scan.c returned {codes}: N above {MAX_STATE} or out of memory')
 
