@@ -201,15 +201,15 @@ class _CpuScanFn(torch.autograd.Function):
         return du, ddelta, dA, dB_parts.sum(0), dC_parts.sum(0), dD, dbias
 
 
-def cpu_kernel_applies(dim: int, nstate: int, A: torch.Tensor, delta_softplus: bool) -> Optional[str]:
+def cpu_kernel_applies(dim: int, A: torch.Tensor, delta_softplus: bool) -> Optional[str]:
     """Why the kernel cannot take these inputs (None when it can): it computes
     decays exp(dt A) for dt >= 0 and A <= 0 only, in blocks of 8 channels."""
     if not delta_softplus:
         return 'delta_softplus=False (the kernel needs softplus step sizes)'
     if dim % 8:
         return f'{dim} channels per direction (the kernel needs a multiple of 8)'
-    if nstate > MAX_STATE:
-        return f'd_state {nstate} (the kernel takes at most {MAX_STATE})'
+    if A.shape[1] > MAX_STATE:
+        return f'd_state {A.shape[1]} (the kernel takes at most {MAX_STATE})'
     if not bool((A <= 0).all()):
         return 'positive entries in A (the kernel needs A <= 0)'
     return None

@@ -229,12 +229,10 @@ static void backward_item(const Scan *s, int64_t b, int64_t c0, int64_t width, c
         for (int64_t i = 0; i < width; i++) g->dD[c0 + i] += dD[i];
 }
 
-/* The channels of item (k, slice): a contiguous run of dim / slices channels. */
-static void item_channels(const Scan *s, int64_t item, int64_t *begin, int64_t *end) {
+/* The first channel of item (k, slice), a contiguous run of dim / slices channels. */
+static int64_t item_start(const Scan *s, int64_t item) {
     const int64_t k = item / s->slices, slice = item % s->slices;
-    const int64_t per = s->dim / s->slices;
-    *begin = k * s->dim + slice * per;
-    *end = *begin + per;
+    return k * s->dim + slice * (s->dim / s->slices);
 }
 
 /* Scratch for one item of `width` channels: two (N, width) blocks and six rows. */
@@ -260,11 +258,9 @@ int scan_forward(const real *u, const real *dt, const real *At, const real *B, c
     Rows r;
     real *scratch = rows_alloc(&r, nstate, width);
     if (!scratch) return 2;
-    for (int64_t item = item_begin; item < item_end; item++) {
-        int64_t begin, end;
-        item_channels(&s, item, &begin, &end);
-        for (int64_t b = 0; b < batch; b++) forward_item(&s, b, begin, width, &r, y, saved);
-    }
+    for (int64_t item = item_begin; item < item_end; item++)
+        for (int64_t b = 0; b < batch; b++)
+            forward_item(&s, b, item_start(&s, item), width, &r, y, saved);
     free(scratch);
     return 0;
 }
@@ -290,8 +286,7 @@ int scan_backward(const real *u, const real *dt, const real *At, const real *B, 
     real *hbuf = work, *abuf = work + CHUNK * states, *carry = abuf + CHUNK * states;
     real *dA_item = carry + states, *dD_item = dA_item + states;
     for (int64_t item = item_begin; item < item_end; item++) {
-        int64_t begin, end;
-        item_channels(&s, item, &begin, &end);
+        const int64_t begin = item_start(&s, item);
         real *dB = dB_parts + (item % slices) * part, *dC = dC_parts + (item % slices) * part;
         for (int64_t b = 0; b < batch; b++)
             backward_item(&s, b, begin, width, &r, gy, saved, &g, dB, dC, hbuf, abuf, carry,

@@ -69,7 +69,7 @@ def selective_scan_tokens(u: torch.Tensor,
 
     if backend != 'torch':
         why = 'CUDA tensors' if u.device.type != 'cpu' else (
-            cpu_kernel_applies(u.shape[2] // B.shape[2], A.shape[1], A, delta_softplus)
+            cpu_kernel_applies(u.shape[2] // B.shape[2], A, delta_softplus)
             or cpu_kernel_error(dtype))
         if why is None:
             return cpu_kernel_scan(*map(cast, (u, delta, A, B, C, D, delta_bias)))
