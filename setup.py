@@ -43,6 +43,7 @@ setup(
         # WandbVisBackend (offline runs are tested)
         'wandb': ['wandb'],
     },
-    entry_points={'console_scripts': ['mmseg-erf = mmseg_erf.cli:main']},
+    entry_points={'console_scripts': ['mmseg-erf = mmseg_erf.cli:main',
+                                      'erf_compare = mmseg_erf.compare:main']},
     license='Apache-2.0',
 )
