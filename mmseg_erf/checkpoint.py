@@ -15,17 +15,16 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 
 from .errors import NotACheckpointError
 
-__all__ = [
-    'UntrustedCheckpointError', 'CheckpointMismatchError', 'NotACheckpointError', 'YacsCfgNode',
-    'LoadReport', 'check_checkpoint_file', 'load_checkpoint_file', 'install_safe_loader', 'load_model_weights'
-]
+__all__ = ['UntrustedCheckpointError', 'CheckpointMismatchError', 'NotACheckpointError',
+           'YacsCfgNode', 'LoadReport', 'check_checkpoint_file', 'load_checkpoint_file',
+           'install_safe_loader', 'load_model_weights', 'register_checkpoint_describer']
 
 TRUST_HINT = ('if the file comes from a source you trust, pass --trust-checkpoint '
               '(trust=True in Python) to load it with full pickle')
@@ -36,10 +35,9 @@ class UntrustedCheckpointError(ValueError):
 
     def __init__(self, path, offending: str):
         self.path, self.offending = str(path), offending
-        super().__init__(
-            f'refusing to unpickle checkpoint {self.path}: it contains {offending}, which is '
-            f'not on the weights-only allow-list (unpickling it could run arbitrary code); '
-            f'{TRUST_HINT}')
+        super().__init__(f'refusing to unpickle checkpoint {self.path}: it contains {offending}, '
+                         'which is not on the weights-only allow-list (unpickling it could run '
+                         f'arbitrary code); {TRUST_HINT}')
 
 
 class CheckpointMismatchError(ValueError):
@@ -47,10 +45,8 @@ class CheckpointMismatchError(ValueError):
 
 
 class YacsCfgNode(dict):
-    """Inert stand-in for a pickled ``yacs.config.CfgNode`` (VMamba/Swin checkpoints).
-
-    Holds the items, allows read-only attribute access and runs no yacs code.
-    """
+    """Inert stand-in for a pickled ``yacs.config.CfgNode`` (VMamba/Swin checkpoints):
+    the items, read-only attribute access, no yacs code."""
 
     def __getattr__(self, name):
         try:
@@ -64,12 +60,9 @@ _GETATTR_OWNERS = (HistoryBuffer, )  # classes whose public attributes pickles m
 
 
 class _YacsShell:
-    """Registered as ``yacs.config.CfgNode``.
-
-    The weights-only unpickler fills only exact dict/OrderedDict objects, so a
-    dict subclass cannot be rebuilt directly: hand it a marked OrderedDict and
-    swap in a :class:`YacsCfgNode` after loading.
-    """
+    """Registered as ``yacs.config.CfgNode``. The weights-only unpickler fills only exact
+    dict/OrderedDict objects, so a dict subclass cannot be rebuilt directly: hand it a
+    marked OrderedDict and swap in a :class:`YacsCfgNode` after loading."""
 
     def __new__(cls, *args):
         shell = OrderedDict(args[0]) if args and type(args[0]) is dict else OrderedDict()
@@ -84,12 +77,10 @@ def _describe(obj) -> str:
 
 
 def _restricted_getattr(owner, name, *default):
-    """``builtins.getattr`` as the weights-only unpickler sees it.
-
-    Protocol-2 pickles reference methods (HistoryBuffer's statistics) as
-    ``getattr(HistoryBuffer, 'mean')``; a general getattr would reach
-    ``__globals__``/``__builtins__`` and from there anything, so only public
-    attributes of the allow-listed owner classes are handed out.
+    """``builtins.getattr`` as the weights-only unpickler sees it. Protocol-2 pickles
+    reference methods (HistoryBuffer's statistics) as ``getattr(HistoryBuffer, 'mean')``;
+    a general getattr would reach ``__globals__``/``__builtins__`` and from there
+    anything, so only public attributes of the allow-listed owner classes are handed out.
     """
     if (default or not isinstance(name, str) or name.startswith('_')
             or not any(owner is cls for cls in _GETATTR_OWNERS) or not hasattr(owner, name)):
@@ -181,16 +172,9 @@ _CHECKPOINT_MAGIC = (b'PK\x03\x04', b'\x80')
 
 
 def check_checkpoint_file(path) -> None:
-    """Refuse, from its first bytes, a file that cannot be a torch checkpoint.
-
-    Cheap enough to run before a model is built, and it keeps a text file or an
-    image from reaching the weights-only unpickler, whose refusal would blame the
-    allow-list.
-
-    Raises:
-        FileNotFoundError: no such file.
-        NotACheckpointError: empty, a folder, or not a zip archive or pickle.
-    """
+    """Refuse, from its first bytes, a file that cannot be a torch checkpoint (before a
+    model is built; a text file or image would make the weights-only unpickler blame the
+    allow-list): FileNotFoundError, or NotACheckpointError (empty, folder, not zip/pickle)."""
     path = osp.expanduser(os.fspath(path))
     if osp.isdir(path):
         raise NotACheckpointError(f'checkpoint {path} is a folder, not a checkpoint; pass '
@@ -206,8 +190,7 @@ def check_checkpoint_file(path) -> None:
 
 
 def _cut_short(error: BaseException) -> bool:
-    """Whether torch.load failed on the file's structure: a legacy pickle that ends
-    early (EOFError) or a zip archive without its directory or with a bad record."""
+    """torch.load failed on the structure: a short legacy pickle, a broken zip archive."""
     return isinstance(error, EOFError) or (isinstance(error, RuntimeError) and any(
         word in str(error) for word in ('zip archive', 'PytorchStreamReader')))
 
@@ -227,12 +210,8 @@ def load_checkpoint_file(path, map_location='cpu', trust: bool = False):
         trust (bool): Load with full pickle (``weights_only=False``), which can
             run arbitrary code; only for files from a trusted source.
 
-    Returns:
-        The unpickled object, usually a dict.
-
-    Raises:
-        UntrustedCheckpointError: Without ``trust``, when the file holds an
-            object outside the allow-list (see :func:`_allow_list`).
+    Returns the unpickled object, usually a dict. Raises UntrustedCheckpointError without
+    ``trust`` when the file holds an object outside the allow-list (:func:`_allow_list`).
     """
     path = osp.expanduser(os.fspath(path))
     check_checkpoint_file(path)
@@ -277,15 +256,9 @@ def _load_from_local(filename, map_location=None):
 
 
 def install_safe_loader(trust: bool = False) -> None:
-    """Make mmengine load local checkpoints through :func:`load_checkpoint_file`.
-
-    Covers ``load_checkpoint``/``_load_checkpoint``, ``Runner.load_checkpoint``
-    and ``Runner.resume``; the http/openmmlab/... schemes stay as they are.
-    Calling it again only updates ``trust``.
-
-    Args:
-        trust (bool): Load local files with full pickle trust. Defaults to False.
-    """
+    """Local checkpoints of mmengine (``load_checkpoint``, ``Runner.load_checkpoint``,
+    ``Runner.resume``) through :func:`load_checkpoint_file`, with full pickle if ``trust``;
+    other schemes (http, openmmlab) stay. Calling it again only updates ``trust``."""
     global _LOCAL_TRUST
     from mmengine.runner import CheckpointLoader
     _LOCAL_TRUST = bool(trust)
@@ -301,15 +274,16 @@ class LoadReport:
         path (str | None): The file, or None when a loaded dict was passed.
         missing_keys (tuple): Model keys the checkpoint lacks.
         unexpected_keys (tuple): Checkpoint keys the model lacks.
-        shape_mismatches (tuple): ``(key, checkpoint shape, model shape)``;
-            these tensors were not loaded.
+        shape_mismatches (tuple): ``(key, checkpoint shape, model shape)``, not loaded.
         trusted (bool): Whether this call unpickled the file with full trust.
+        note (str | None): For a file written for another model: what it filled, what not.
     """
     path: Optional[str]
     missing_keys: Tuple[str, ...]
     unexpected_keys: Tuple[str, ...]
     shape_mismatches: Tuple[Tuple[str, tuple, tuple], ...]
     trusted: bool
+    note: Optional[str] = None
 
     def __str__(self):
         def some(items):
@@ -321,6 +295,23 @@ class LoadReport:
             ('missing keys', self.missing_keys), ('unexpected keys', self.unexpected_keys),
             ('shape mismatches', mism)) if items]
         return '; '.join(parts) or 'all keys matched'
+
+
+# filled by model packages when imported (models.vmamba does), so that none is imported here
+_DESCRIBERS: List[Callable] = []
+_ADAPTERS: List[Callable] = []
+
+
+def register_checkpoint_describer(describe=None, *, adapt=None) -> None:
+    """``describe(model, state_dict) -> str | None``: why a state dict does not fit
+    ``model`` (e.g. which config builds what it holds), instead of the key lists.
+    ``adapt(model, checkpoint, source) -> (state_dict, note) | None``, asked when the names
+    do not fit: for a file written for another model (a classifier with the same backbone)
+    the tensors it supplies, in the model's names, and one line for the log; None for a
+    file it does not know; CheckpointMismatchError for one the model cannot take."""
+    for registry, function in ((_DESCRIBERS, describe), (_ADAPTERS, adapt)):
+        if function is not None and function not in registry:
+            registry.append(function)
 
 
 def _state_dict_of(checkpoint, source) -> Mapping:
@@ -338,42 +329,30 @@ def _state_dict_of(checkpoint, source) -> Mapping:
 
 
 def _rename_legacy_keys(model: torch.nn.Module, state_dict: dict) -> None:
-    """Let modules that know older names of their parameters rename them (MM_VSSM:
-    VMamba's January 2024 names), as their ``_load_from_state_dict`` would."""
+    """Modules that know older names of their parameters (MM_VSSM) rename them first."""
     for name, module in model.named_modules():
         if hasattr(module, 'rename_legacy_keys'):
             module.rename_legacy_keys(state_dict, f'{name}.' if name else '')
 
 
-def _mismatch_hint(model: torch.nn.Module, state_dict: Mapping) -> Optional[str]:
-    """Which config builds the model a mismatching checkpoint holds (VMamba backbones)."""
-    from .models.vmamba.detect import mismatch_hint
-    return mismatch_hint(model, state_dict)
-
-
 def load_model_weights(model: torch.nn.Module, path_or_checkpoint, *, strict: bool = True,
                        trust: bool = False, revise_keys=((r'^module\.', ''), ),
                        logger=None) -> LoadReport:
-    """Load checkpoint weights into ``model`` and report what did not fit.
+    """Load checkpoint weights into ``model``; :class:`LoadReport` says what did not fit.
 
     Args:
         model (nn.Module): The model to fill.
-        path_or_checkpoint (str | PathLike | dict): A checkpoint file, or a
-            loaded checkpoint (with 'state_dict' or 'model') or bare state dict.
-        strict (bool): Raise on any missing, unexpected or shape-mismatched
-            key. With False, load what fits. Defaults to True.
-        trust (bool): Unpickle the file with full trust; see
-            :func:`load_checkpoint_file`. Defaults to False.
-        revise_keys (Sequence[tuple]): ``(pattern, replacement)`` applied to
-            every checkpoint key. Defaults to stripping ``module.``.
-        logger (logging.Logger | str | None): Where the summary is logged at
-            debug level. Defaults to None ('current').
-
-    Returns:
-        LoadReport: Shape-mismatched tensors are never loaded.
-
-    Raises:
-        CheckpointMismatchError: With ``strict`` and any key that does not fit.
+        path_or_checkpoint (str | PathLike | dict): A checkpoint file, a loaded checkpoint
+            (with 'state_dict' or 'model') or a bare state dict. One written for another
+            model that a registered adapter knows (a VMamba ImageNet or COCO checkpoint for
+            a segmentor) fills what it supplies; a warning and its note say what is random.
+        strict (bool): Raise CheckpointMismatchError on any key that does not fit (on a
+            file an adapter knows but the model cannot take, always); False loads what
+            fits. Shape-mismatched tensors are never loaded. Defaults to True.
+        trust (bool): Unpickle the file with full trust (:func:`load_checkpoint_file`).
+        revise_keys (Sequence[tuple]): ``(pattern, replacement)`` for every checkpoint
+            key. Defaults to stripping ``module.``.
+        logger (logging.Logger | str | None): Where to log. Defaults to 'current'.
     """
     if isinstance(path_or_checkpoint, Mapping):
         path, checkpoint, source = None, path_or_checkpoint, 'the given checkpoint dict'
@@ -390,17 +369,21 @@ def load_model_weights(model: torch.nn.Module, path_or_checkpoint, *, strict: bo
             key = re.sub(pattern, replacement, key)
         revised[key] = value
     _rename_legacy_keys(model, revised)
-    own = model.state_dict()
-    mismatches = tuple((key, tuple(revised[key].shape), tuple(own[key].shape))
-                       for key in own if key in revised
-                       and isinstance(revised[key], torch.Tensor)
+    own, note = model.state_dict(), None
+    if own.keys() != revised.keys():
+        adapted = next(filter(None, (a(model, checkpoint, source) for a in _ADAPTERS)), None)
+        if adapted is not None:
+            revised, note = adapted
+            print_log(note, logger=logger or 'current', level=logging.WARNING)
+    mismatches = tuple((key, tuple(revised[key].shape), tuple(own[key].shape)) for key in own
+                       if key in revised and isinstance(revised[key], torch.Tensor)
                        and isinstance(own[key], torch.Tensor)  # not _extra_state
                        and revised[key].shape != own[key].shape)
     report = LoadReport(path=path, missing_keys=tuple(k for k in own if k not in revised),
                         unexpected_keys=tuple(k for k in revised if k not in own),
-                        shape_mismatches=mismatches, trusted=bool(trust and path))
-    if strict and (report.missing_keys or report.unexpected_keys or mismatches):
-        hint = _mismatch_hint(model, revised)
+                        shape_mismatches=mismatches, trusted=bool(trust and path), note=note)
+    if strict and not note and (report.missing_keys or report.unexpected_keys or mismatches):
+        hint = next(filter(None, (describe(model, revised) for describe in _DESCRIBERS)), None)
         if hint:
             raise CheckpointMismatchError(f'{source} does not fit the model: {hint}')
         raise CheckpointMismatchError(

@@ -305,3 +305,95 @@ def test_numpy_1_and_2_module_names_both_load(tmp_path):
         path.write_bytes(data)
         ckpt = load_checkpoint_file(path)
         assert ckpt['a'].tolist() == [0.0, 1.0, 2.0] and ckpt['s'] == np.float32(1.5)
+
+
+def test_registered_describers_and_adapters(monkeypatch):
+    """Model packages teach the loader about their checkpoints without being imported by
+    it: a describer replaces the key lists of the strict error, an adapter fills the model
+    from a file written for another model and its note is reported."""
+    import mmseg_erf.checkpoint as checkpoint
+    monkeypatch.setattr(checkpoint, '_DESCRIBERS', [])
+    monkeypatch.setattr(checkpoint, '_ADAPTERS', [])
+    model, asked = ToyModel(), []
+
+    def describe(model, state_dict):
+        asked.append(sorted(state_dict))
+        return 'it holds a classifier; use toy.py' if 'classifier.w' in state_dict else None
+
+    def adapt(model, ckpt, source):
+        if 'w' not in ckpt:
+            return None
+        return {'fc.weight': ckpt['w']}, f'fc.weight from {source}; fc.bias is RANDOM'
+
+    checkpoint.register_checkpoint_describer(describe)
+    checkpoint.register_checkpoint_describer(describe)  # once only
+    with pytest.raises(CheckpointMismatchError, match='^the given checkpoint dict does not '
+                       'fit the model: it holds a classifier; use toy.py$'):
+        load_model_weights(model, {'classifier.w': torch.zeros(1)})
+    with pytest.raises(CheckpointMismatchError, match='missing keys'):  # no answer: the lists
+        load_model_weights(model, {'other': torch.zeros(1)})
+    assert asked == [['classifier.w'], ['other']]
+    checkpoint.register_checkpoint_describer(adapt=adapt)
+    report = load_model_weights(model, {'w': torch.full((1, 2), 3.0)})  # strict, yet loaded
+    assert torch.equal(model.fc.weight, torch.full((1, 2), 3.0))
+    assert report.note == 'fc.weight from the given checkpoint dict; fc.bias is RANDOM'
+    assert report.missing_keys == ('fc.bias', ) and not report.unexpected_keys
+    assert load_model_weights(model, model.state_dict()).note is None  # names fit: not asked
+
+
+def _imports(path):
+    """(module-level?, absolute module name) of every import in ``path``."""
+    import ast
+    package = '.'.join(['mmseg_erf', *filter(None, os.path.dirname(
+        os.path.relpath(path, PACKAGE)).split(os.sep))])
+    tree = ast.parse(open(path).read())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split('.')[:len(package.split('.')) - node.level + 1] \
+                if node.level else []
+            module = '.'.join(base + ([node.module] if node.module else []))
+            names = [f'{module}.{alias.name}' for alias in node.names] + [module]
+            found += [(id(node) in top, name) for name in names]
+        elif isinstance(node, ast.Import):
+            found += [(id(node) in top, alias.name) for alias in node.names]
+    return found
+
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       'mmseg_erf')
+
+
+def test_checkpoint_and_vmamba_import_no_circle():
+    """mmseg_erf.checkpoint imports no model package (the packages register into it), and
+    checkpoint.py with models/vmamba/*.py import each other in one direction only, at
+    module level: no function-level import papers over a circle."""
+    import glob
+    files = [os.path.join(PACKAGE, 'checkpoint.py'),
+             *glob.glob(os.path.join(PACKAGE, 'models', 'vmamba', '*.py'))]
+    modules = {}
+    for path in files:
+        rel = os.path.splitext(os.path.relpath(path, os.path.dirname(PACKAGE)))[0]
+        modules['.'.join(rel.split(os.sep)).replace('.__init__', '')] = _imports(path)
+    assert not [name for _, name in modules['mmseg_erf.checkpoint']
+                if name.startswith('mmseg_erf.models')]
+    edges = {module: {name for _, name in found if name in modules and name != module}
+             for module, found in modules.items()}
+    late = [(module, name) for module, found in modules.items() for top, name in found
+            if not top and name in modules]
+    assert late == []
+    done, stack = set(), []
+
+    def visit(module):  # depth-first: a module met again on the stack closes a circle
+        assert module not in stack, ' -> '.join(stack[stack.index(module):] + [module])
+        if module in done:
+            return
+        stack.append(module)
+        for other in sorted(edges[module]):
+            visit(other)
+        stack.pop()
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module)

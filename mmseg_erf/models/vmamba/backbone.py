@@ -8,8 +8,8 @@ segmentation checkpoints load with ``strict=True``; the January 2024 names of
 first-generation checkpoints are renamed on load as VMamba does it. Other
 variants are refused with a ValueError rather than approximated.
 """
-import re
 from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -17,6 +17,8 @@ from mmengine.model import BaseModule
 
 from ...registry import MODELS
 from .generations import Generation, generation_of
+from .names import rename_legacy_keys
+from .pretrained import load_backbone_weights
 
 __all__ = ['MM_VSSM', 'rename_legacy_keys']
 
@@ -38,44 +40,6 @@ _SWIN_KEYS = frozenset(('embed_dims', 'num_heads', 'window_size', 'qkv_bias', 'q
                         'drop_rate', 'attn_drop_rate', 'use_abs_pos_embed', 'act_cfg',
                         'norm_cfg', 'pretrain_img_size', 'strides', 'with_cp',
                         'frozen_stages'))
-# VMamba's January 2024 names -> current names, as its VSSM._load_from_state_dict
-# renames them (the classifier's too: classification checkpoints carry it)
-_LEGACY_NAMES = (
-    (re.compile(r'patch_embed\.proj\.'), 'patch_embed.0.'),
-    (re.compile(r'patch_embed\.norm\.'), 'patch_embed.2.'),
-    (re.compile(r'(layers\.\d+\.blocks\.\d+\.)ln_1\.'), r'\1norm.'),
-    (re.compile(r'(layers\.\d+\.blocks\.\d+\.)self_attention\.'), r'\1op.'),
-    (re.compile(r'norm\.'), 'classifier.norm.'),
-    (re.compile(r'head\.'), 'classifier.head.'),
-)
-
-
-def rename_legacy_keys(state_dict: dict, prefix: str = '') -> int:
-    """Rename VMamba's January 2024 parameter names under ``prefix``, in place.
-
-    ``patch_embed.proj/norm`` -> ``patch_embed.0/2``, ``blocks.j.ln_1`` ->
-    ``blocks.j.norm``, ``blocks.j.self_attention`` -> ``blocks.j.op``, and the
-    old classifier ``norm``/``head`` -> ``classifier.norm/head``.
-
-    Args:
-        state_dict (dict): Mutable state dict; renamed entries move to its end.
-        prefix (str): Where the backbone's names start ('' or 'backbone.').
-
-    Returns:
-        int: How many entries were renamed.
-    """
-    renamed = 0
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        name = key[len(prefix):]
-        for pattern, replacement in _LEGACY_NAMES:
-            if pattern.match(name):
-                new = pattern.sub(replacement, name, count=1)
-                state_dict[prefix + new] = state_dict.pop(key)
-                renamed += 1
-                break
-    return renamed
-
-
 # VMamba lower-cases these names before looking them up
 _CASE_INSENSITIVE = ('norm_layer', 'ssm_act_layer', 'mlp_act_layer')
 
@@ -314,6 +278,5 @@ class MM_VSSM(BaseModule):
         See :func:`~.pretrained.load_backbone_weights`; ``key`` defaults to
         ``pretrained_key``.
         """
-        from .pretrained import load_backbone_weights
         return load_backbone_weights(self, path_or_checkpoint, key or self.pretrained_key,
                                      trust=trust)

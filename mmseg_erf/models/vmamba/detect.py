@@ -5,16 +5,31 @@ merging and no MLP, or the new SS2D with an MLP), dims and depths per stage,
 d_state and ssm_ratio. Used by ``tools/vmamba_ckpt.py`` and by the checkpoint
 loader's mismatch error, so that a wrong config names the right one instead of
 listing hundreds of missing keys.
+
+VMamba ships the same backbones three ways: ImageNet ``ckpt_epoch_*.pth``
+(weights under ``model`` and ``model_ema``, with a ``classifier``), COCO Mask
+R-CNN checkpoints written by mmdet (``state_dict`` with ``backbone.*``, ``neck.*``,
+``rpn_head.*``, ``roi_head.*``) and ADE20K UperNet checkpoints (``state_dict`` with
+``backbone.*`` and the heads); :func:`backbone_weights` takes the backbone out of
+any of them.
 """
 import glob
 import os.path as osp
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping, Optional, Sequence, Tuple
 
-__all__ = ['VMambaArchitecture', 'architecture_of', 'matching_configs', 'describe_mismatch',
-           'mismatch_hint', 'CONFIG_ROOT']
+import torch
+from mmengine.config import Config
+
+from .generations import generation_of
+from .names import rename_legacy_keys
+
+__all__ = ['VMambaArchitecture', 'BackboneWeights', 'architecture_of', 'backbone_weights',
+           'matching_configs', 'describe_mismatch', 'backbone_hint', 'mismatch_hint',
+           'checkpoint_report', 'CONFIG_ROOT']
 
 #: configs/vmamba of a source checkout (absent when installed without the repo)
 CONFIG_ROOT = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.dirname(
@@ -69,7 +84,6 @@ def architecture_of(state_dict: Mapping, prefix: str = '') -> Optional[VMambaArc
         state_dict (Mapping): name -> tensor (or shape); old or current names.
         prefix (str): Where the backbone's names start, e.g. 'backbone.'.
     """
-    from .backbone import rename_legacy_keys
     names = {k[len(prefix):]: _shape(v) for k, v in state_dict.items() if k.startswith(prefix)}
     old_names = rename_legacy_keys(names) > 0
     blocks = {}
@@ -98,7 +112,6 @@ def architecture_of(state_dict: Mapping, prefix: str = '') -> Optional[VMambaArc
 
 
 def _config_architecture(backbone: Mapping) -> Optional[VMambaArchitecture]:
-    from .generations import generation_of
     try:
         generation = generation_of(backbone.get('forward_type', 'v05_noz')).name
     except ValueError:
@@ -115,7 +128,6 @@ def _config_architecture(backbone: Mapping) -> Optional[VMambaArchitecture]:
 @lru_cache(maxsize=1)
 def _release_configs() -> Tuple[Tuple[str, VMambaArchitecture, Optional[int]], ...]:
     """(path, backbone, decode-head classes) of every config under configs/vmamba."""
-    from mmengine.config import Config
     found = []
     for path in sorted(glob.glob(osp.join(CONFIG_ROOT, '**', '*.py'), recursive=True)):
         if '_base_' in osp.relpath(path, CONFIG_ROOT).split(osp.sep):
@@ -162,22 +174,90 @@ def describe_mismatch(backbone, state_dict: Mapping, missing: Sequence[str] = ()
     return f'{model}; {_advice(theirs)}'
 
 
-def mismatch_hint(model, state_dict: Mapping) -> Optional[str]:
-    """For a segmentor state dict that does not fit ``model``: which config of this repo
-    builds the VMamba it holds, or None when it holds no VMamba backbone or the
-    backbones agree (the mismatch is elsewhere)."""
-    theirs = architecture_of(state_dict, 'backbone.')
+def backbone_hint(backbone, state_dict: Mapping, num_classes=None) -> Optional[str]:
+    """For a backbone state dict (backbone-relative names) that does not fit ``backbone``:
+    which config of this repo builds the VMamba it holds, or None when it holds no VMamba
+    backbone or the backbones agree (the mismatch is elsewhere)."""
+    theirs = architecture_of(state_dict)
     if theirs is None:
         return None
-    backbone = getattr(model, 'backbone', None)
     mine = architecture_of(backbone.state_dict()) if backbone is not None else None
     if mine is not None and mine.same_model(theirs):
         return None
-    head = state_dict.get('decode_head.conv_seg.weight')
-    classes = _shape(head)[0] if head is not None else None
     model_part = f'the config builds a {mine.describe()}' if mine else \
         'the config builds no VMamba'
-    return f'{model_part}, but {_advice(theirs, classes)}'
+    return f'{model_part}, but {_advice(theirs, num_classes)}'
+
+
+def mismatch_hint(model, state_dict: Mapping) -> Optional[str]:
+    """:func:`backbone_hint` for a segmentor state dict that does not fit ``model``."""
+    head = state_dict.get('decode_head.conv_seg.weight')
+    backbone = {k[len('backbone.'):]: v for k, v in state_dict.items()
+                if k.startswith('backbone.')}
+    return backbone_hint(getattr(model, 'backbone', None), backbone,
+                         _shape(head)[0] if head is not None else None)
+
+
+#: Top-level entries of an mmdet two-stage detector's state dict besides the backbone.
+_DETECTOR_PARTS = ('rpn_head', 'roi_head', 'bbox_head', 'mask_head')
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """Backbone tensors taken out of a checkpoint.
+
+    Attributes:
+        state_dict (OrderedDict): Backbone-relative names (current VMamba names).
+        kind (str): 'classification', 'detection' or 'segmentation'.
+        ignored (tuple): Top-level parts left out ('classifier', 'neck', 'roi_head', ...).
+        renamed (int): Entries renamed from the January 2024 names.
+    """
+    state_dict: OrderedDict
+    kind: str
+    ignored: Tuple[str, ...]
+    renamed: int
+
+
+def _entries(checkpoint: Mapping, key: str, source: str):
+    """(state dict, whether it is an mm* model state dict with ``backbone.`` names)."""
+    if isinstance(checkpoint.get('state_dict'), Mapping):
+        return checkpoint['state_dict'], True
+    if isinstance(checkpoint.get(key), Mapping):
+        return checkpoint[key], False
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint, any(k.startswith('backbone.') for k in checkpoint)
+    raise ValueError(f'{source} has no weights under {key!r} or "state_dict"; its entries are '
+                     f'{sorted(map(str, checkpoint))[:10]} (VMamba classification checkpoints '
+                     'use pretrained_key="model" or "model_ema")')
+
+
+def backbone_weights(checkpoint: Mapping, key: str = 'model',
+                     source: str = 'the checkpoint') -> BackboneWeights:
+    """The backbone tensors of a VMamba checkpoint of any of the three kinds.
+
+    Args:
+        checkpoint (Mapping): The loaded file.
+        key (str): Entry of a classification checkpoint: 'model' or 'model_ema'.
+        source (str): How messages name the checkpoint.
+
+    Raises:
+        ValueError: When the checkpoint has no weights under ``key`` or 'state_dict'.
+    """
+    state, wrapped = _entries(checkpoint, key, source)
+    state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
+                        for k, v in state.items())
+    if wrapped:
+        parts = sorted({k.split('.', 1)[0] for k in state if not k.startswith('backbone.')})
+        state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
+                            if k.startswith('backbone.'))
+        kind = 'detection' if set(parts) & set(_DETECTOR_PARTS) else 'segmentation'
+    else:
+        parts, kind = [], 'classification'
+    renamed = rename_legacy_keys(state)
+    if not wrapped:
+        parts = ['classifier'] if any(k.startswith('classifier.') for k in state) else []
+        state = OrderedDict((k, v) for k, v in state.items() if not k.startswith('classifier.'))
+    return BackboneWeights(state, kind, tuple(parts), renamed)
 
 
 _KIND_TEXT = {
@@ -194,7 +274,6 @@ def checkpoint_report(checkpoint: Mapping, path: str) -> Sequence[str]:
     Raises:
         ValueError: When it holds no VMamba backbone.
     """
-    from .pretrained import backbone_weights
     keys = ('model', 'model_ema') if any(
         isinstance(checkpoint.get(k), Mapping) for k in ('model', 'model_ema')) and \
         not isinstance(checkpoint.get('state_dict'), Mapping) else ('model', )

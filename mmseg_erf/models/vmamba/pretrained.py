@@ -1,80 +1,37 @@
-"""The backbone weights inside VMamba's classification, detection and segmentation files.
+"""VMamba's classification, detection and segmentation files into MM_VSSM and into a
+segmentor with a VMamba backbone.
 
-VMamba ships the same backbones three ways: ImageNet ``ckpt_epoch_*.pth``
-(weights under ``model`` and ``model_ema``, with a ``classifier``), COCO
-Mask R-CNN checkpoints written by mmdet (``state_dict`` with ``backbone.*``,
-``neck.*``, ``rpn_head.*``, ``roi_head.*``) and ADE20K UperNet checkpoints
-(``state_dict`` with ``backbone.*`` and the heads). Only backbone tensors are
-taken; January 2024 names are renamed as VMamba does.
+:func:`load_backbone_weights` is ``MM_VSSM(pretrained=...)``; :func:`segmentor_weights`
+lets ``mmseg_erf.checkpoint.load_model_weights`` take an ImageNet classification or a
+COCO detection checkpoint given as a segmentor's checkpoint (the package registers it
+there): only the backbone comes from the file and the heads stay random, which a
+classification checkpoint named as the segmentor's would otherwise leave entirely
+unloaded. Only backbone tensors are taken; January 2024 names are renamed as VMamba
+does.
 """
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Mapping, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
 
-__all__ = ['BackboneWeights', 'backbone_weights', 'load_backbone_weights']
+from ...checkpoint import CheckpointMismatchError, load_checkpoint_file
+from .detect import (BackboneWeights, architecture_of, backbone_hint, backbone_weights,
+                     describe_mismatch)
 
-#: Top-level entries of an mmdet two-stage detector's state dict besides the backbone.
-_DETECTOR_PARTS = ('rpn_head', 'roi_head', 'bbox_head', 'mask_head')
-
-
-@dataclass(frozen=True)
-class BackboneWeights:
-    """Backbone tensors taken out of a checkpoint.
-
-    Attributes:
-        state_dict (OrderedDict): Backbone-relative names (current VMamba names).
-        kind (str): 'classification', 'detection' or 'segmentation'.
-        ignored (tuple): Top-level parts left out ('classifier', 'neck', 'roi_head', ...).
-        renamed (int): Entries renamed from the January 2024 names.
-    """
-    state_dict: OrderedDict
-    kind: str
-    ignored: Tuple[str, ...]
-    renamed: int
+__all__ = ['BackboneWeights', 'backbone_weights', 'load_backbone_weights', 'segmentor_weights']
 
 
-def _entries(checkpoint: Mapping, key: str, source: str):
-    """(state dict, whether it is an mm* model state dict with ``backbone.`` names)."""
-    if isinstance(checkpoint.get('state_dict'), Mapping):
-        return checkpoint['state_dict'], True
-    if isinstance(checkpoint.get(key), Mapping):
-        return checkpoint[key], False
-    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return checkpoint, any(k.startswith('backbone.') for k in checkpoint)
-    raise ValueError(f'{source} has no weights under {key!r} or "state_dict"; its entries are '
-                     f'{sorted(map(str, checkpoint))[:10]} (VMamba classification checkpoints '
-                     'use pretrained_key="model" or "model_ema")')
-
-
-def backbone_weights(checkpoint: Mapping, key: str = 'model',
-                     source: str = 'the checkpoint') -> BackboneWeights:
-    """The backbone tensors of a VMamba checkpoint of any of the three kinds.
-
-    Args:
-        checkpoint (Mapping): The loaded file.
-        key (str): Entry of a classification checkpoint: 'model' or 'model_ema'.
-        source (str): How messages name the checkpoint.
-    """
-    from .backbone import rename_legacy_keys
-    state, wrapped = _entries(checkpoint, key, source)
-    state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
-                        for k, v in state.items())
-    if wrapped:
-        parts = sorted({k.split('.', 1)[0] for k in state if not k.startswith('backbone.')})
-        state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
-                            if k.startswith('backbone.'))
-        kind = 'detection' if set(parts) & set(_DETECTOR_PARTS) else 'segmentation'
-    else:
-        parts, kind = [], 'classification'
-    renamed = rename_legacy_keys(state)
-    if not wrapped:
-        parts = ['classifier'] if any(k.startswith('classifier.') for k in state) else []
-        state = OrderedDict((k, v) for k, v in state.items() if not k.startswith('classifier.'))
-    return BackboneWeights(state, kind, tuple(parts), renamed)
+def _misfit(backbone, state: Mapping, fatal: Sequence[str]) -> Optional[str]:
+    """Why ``state`` (backbone names) cannot load into ``backbone``, or None. ``fatal``:
+    its missing tensors other than outnorm* (classification checkpoints have none, and
+    VMamba keeps their initial values)."""
+    own = backbone.state_dict()
+    if fatal or any(k not in own for k in state) or any(
+            tuple(v.shape) != tuple(own[k].shape) for k, v in state.items() if k in own):
+        return describe_mismatch(backbone, state, fatal)
+    return None
 
 
 def load_backbone_weights(backbone, path_or_checkpoint, key: str = 'model',
@@ -102,19 +59,15 @@ def load_backbone_weights(backbone, path_or_checkpoint, key: str = 'model',
     if isinstance(path_or_checkpoint, Mapping):
         checkpoint, source = path_or_checkpoint, 'the given checkpoint'
     else:
-        from ...checkpoint import load_checkpoint_file  # mmseg_erf imports models first
         source = os.fspath(path_or_checkpoint)
         checkpoint = load_checkpoint_file(source, map_location='cpu', trust=trust)
     weights = backbone_weights(checkpoint, key, source)
     state, own = weights.state_dict, backbone.state_dict()
     unexpected = [k for k in state if k not in own]
     missing = [k for k in own if k not in state]
-    fatal = [k for k in missing if not k.startswith('outnorm')]
-    if fatal or unexpected or any(tuple(state[k].shape) != tuple(v.shape)
-                                  for k, v in own.items() if k in state):
-        from .detect import describe_mismatch
-        raise ValueError(f'{source} does not fit this MM_VSSM: '
-                         f'{describe_mismatch(backbone, state, fatal)}')
+    problem = _misfit(backbone, state, [k for k in missing if not k.startswith('outnorm')])
+    if problem:
+        raise ValueError(f'{source} does not fit this MM_VSSM: {problem}')
     backbone.load_state_dict(OrderedDict((k, v) for k, v in state.items() if k in own),
                              strict=False)
     what = {'classification': f'a VMamba classification checkpoint [{key}]',
@@ -130,3 +83,54 @@ def load_backbone_weights(backbone, path_or_checkpoint, key: str = 'model',
         print_log(f'MM_VSSM: {len(missing)} tensors not in the checkpoint keep their '
                   f'initial values: {missing}', logger='current')
     return dict(missing=missing, unexpected=unexpected, kind=weights.kind)
+
+
+_FOREIGN_KINDS = {'classification': 'a VMamba ImageNet classification checkpoint',
+                  'detection': 'a VMamba COCO detection checkpoint of mmdet'}
+
+
+def segmentor_weights(model, checkpoint: Mapping,
+                      source: str) -> Optional[Tuple[OrderedDict, str]]:
+    """A VMamba classification or detection checkpoint given as the checkpoint of
+    ``model``, a segmentor with a VMamba backbone: its backbone tensors under
+    ``backbone.`` and the line saying so and that the heads are random. None for other
+    models and checkpoints (segmentation checkpoints load as they are).
+
+    Registered as a checkpoint adapter of :mod:`mmseg_erf.checkpoint`; a classification
+    checkpoint's ``model`` or ``model_ema`` entry is chosen by the backbone's
+    ``pretrained_key``.
+
+    Raises:
+        CheckpointMismatchError: When the checkpoint holds another VMamba than the
+            config builds; the message names the config that builds it.
+    """
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, torch.nn.Module) or \
+            architecture_of(backbone.state_dict()) is None:
+        return None
+    key = getattr(backbone, 'pretrained_key', 'model')
+    try:
+        weights = backbone_weights(checkpoint, key, source)
+    except ValueError:  # no weights under key: not a checkpoint this adapter knows
+        return None
+    state = weights.state_dict
+    if weights.kind not in _FOREIGN_KINDS or architecture_of(state) is None:
+        return None
+    what = _FOREIGN_KINDS[weights.kind] + (f' [{key}]' if weights.kind == 'classification'
+                                           else '')
+    own = backbone.state_dict()
+    initial = [k for k in own if k not in state]
+    problem = backbone_hint(backbone, state) or _misfit(
+        backbone, state, [k for k in initial if not k.startswith('outnorm')])
+    if problem:
+        raise CheckpointMismatchError(f'{source} ({what}) does not fit the model: {problem}')
+    random = [name for name, part in model.named_children()
+              if name != 'backbone' and next(part.parameters(), None) is not None]
+    details = [f'{len(own) - len(initial)} tensors']
+    details += [f'left out: {", ".join(p + ".*" for p in weights.ignored)}'] \
+        if weights.ignored else []
+    details += [f'{len(initial)} outnorm tensors keep their initial values'] if initial else []
+    heads = f'; {" and ".join(random)} {"is" if len(random) == 1 else "are"} RANDOM (not in ' \
+        'that checkpoint)' if random else ''
+    return (OrderedDict((f'backbone.{k}', v) for k, v in state.items()),
+            f'backbone loaded from {source}, {what} ({"; ".join(details)}){heads}')
