@@ -66,9 +66,6 @@ HEAD_KINDS: Tuple[HeadKind, ...] = (
     HeadKind('mask classification (MaskFormer, Mask2Former): per-pixel class scores at '
              'the mask resolution', ('MaskFormerHead', 'Mask2FormerHead'), 'forward',
              lambda out: _class_scores(out[0][-1], out[1][-1])),
-    HeadKind('mask proposals with CLIP class logits (SAN): per-pixel class scores at the '
-             'mask resolution', ('SideAdapterCLIPHead', ), 'predict_by_feat',
-             lambda feats: _class_scores(feats[1], feats[0])),
     HeadKind('random NMF bases (SegNeXt LightHamHead): logits before the resize',
              ('LightHamHead', ), 'predict_by_feat', lambda logits: logits, random=True),
     HeadKind('logits before predict_by_feat resizes them (every other head: tuple outputs '
@@ -182,6 +179,13 @@ def image_seed(position: int) -> int:
 
 def head_runner_for(model: nn.Module):
     """:func:`run_decode_head` for mmseg ``EncoderDecoder`` segmentors (cascades
-    included), None (the engine's plain runner) for any other model."""
+    included), None (the engine's plain runner) for any other model.
+
+    SAN's ``MultimodalEncoderDecoder`` is not one: it has an image and a text encoder
+    instead of a backbone, and its head reads the input image too, so the engine
+    (backbone, neck, then a head runner on their features) refuses its ``all``,
+    ``decode_head`` and ``seg_logits`` targets in one sentence; no head kind is kept
+    for its ``SideAdapterCLIPHead``.
+    """
     from mmseg.models.segmentors import EncoderDecoder
     return run_decode_head if isinstance(model, EncoderDecoder) else None

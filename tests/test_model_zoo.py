@@ -8,7 +8,9 @@ random image at a small size, ``targets=['all', 'seg_logits']`` through
 Mutations these catch: the plain runner (``head_runner=None``: DANet's tuple,
 PointRend's ``PointHead(feats, out)``, MaskFormer's queries all fail or differ);
 dropping the per-image seed of random heads (SegNeXt's reference, drawn under
-``image_seed(0)``, differs from the tool's maps).
+``image_seed(0)``, differs from the tool's maps). A head kind in ``HEAD_KINDS``
+that no family reaches (SAN's, once: its segmentor is no ``EncoderDecoder``) fails
+:func:`test_every_head_kind_serves_a_family_that_runs`.
 """
 import importlib.util
 
@@ -22,8 +24,11 @@ from mmseg_erf import compute_erf
 from mmseg_erf.engine import TargetError
 from mmseg_erf.engine.session import frozen_parameters
 from mmseg_erf.errors import ERFUsageError
-from mmseg_erf.heads import image_metas, image_seed
-from mmseg_erf.segmentor import batch_inputs, build_segmentor
+from mmseg_erf.heads import HEAD_KINDS, image_metas, image_seed
+from mmseg_erf.segmentor import batch_inputs, build_segmentor, load_config
+
+# the segmentors head_runner_for runs heads of; any other is refused for the logit targets
+HEAD_RUNNER_SEGMENTORS = ('EncoderDecoder', 'CascadeEncoderDecoder')
 
 
 def _image(size: int) -> torch.Tensor:
@@ -87,3 +92,25 @@ def test_family_maps_match_encode_decode(case):
     assert expected.max() > 0
     error = np.abs(result.maps['seg_logits'] - expected).max() / expected.max()
     assert error <= 1e-4, f'{case.family}: seg_logits ERF differs by {error:.2e} (relative)'
+
+
+def test_every_head_kind_serves_a_family_that_runs():
+    """Configs only, nothing built: each family whose segmentor has no head runner is
+    listed as refused, and each head kind with classes adapts the last decode head of
+    some family that runs, so no adapter is dead code."""
+    from mmseg.registry import MODELS
+    import mmseg.models  # noqa: F401  (registers the heads)
+    served = set()
+    for case in ZOO:
+        if case.needs and importlib.util.find_spec(case.needs) is None:
+            continue
+        model_cfg = load_config(case.name, case.options or None).model
+        if model_cfg.type not in HEAD_RUNNER_SEGMENTORS:
+            assert case.refusal, f'{case.family}: {model_cfg.type} has no head runner'
+            continue
+        heads = model_cfg.decode_head
+        last = heads[-1] if isinstance(heads, (list, tuple)) else heads
+        served.update(c.__name__ for c in MODELS.get(last.type).__mro__)
+    for kind in HEAD_KINDS:
+        assert not kind.classes or served & set(kind.classes), \
+            f'no family that runs has a head of kind {kind.name!r}'

@@ -70,6 +70,9 @@ ZOO = (
     ZooCase('psanet', 'psanet_r50-d8_4xb4-80k_ade20k-512x512.py'),
     ZooCase('pspnet', 'pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'),
     ZooCase('resnest', 'resnest_s101-d8_fcn_4xb4-160k_ade20k-512x512.py'),
+    # SAN's MultimodalEncoderDecoder has an image and a text encoder, no backbone, and its
+    # head reads the input image too: the logit targets (backbone, neck, then the head
+    # on their features) are refused in one sentence; module paths run
     ZooCase('san', 'san-vit-b16_voc12aug-640x640.py',
             refusal="target 'all' needs a segmentor"),
     ZooCase('segformer', 'segformer_mit-b0_8xb2-160k_ade20k-512x512.py'),

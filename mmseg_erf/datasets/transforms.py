@@ -4,7 +4,7 @@ import torch
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ..engine.geometry import fit_square
+from ..engine.geometry import fit_label_square, fit_square
 
 
 @TRANSFORMS.register_module()
@@ -14,11 +14,13 @@ class ERFResizeCrop(BaseTransform):
     The geometry of VMamba's ERF script (see :func:`mmseg_erf.engine.fit_square`).
     It replaces the config's resize steps when an ERF is computed, so each image
     is resampled once, from the original. The image stays float32 (values of an
-    8-bit image, rounded) so no second rounding happens; a segmentation map, when
-    loaded, is resized with nearest neighbours and cropped alike.
+    8-bit image, rounded) so no second rounding happens; every segmentation map
+    loaded (``gt_seg_map`` and the other ``seg_fields``) goes through
+    :func:`~mmseg_erf.engine.geometry.fit_label_square`: nearest neighbours on
+    the image's own new sides and crop box.
 
-    Required keys: img. Modified keys: img, img_shape, gt_seg_map (optional).
-    Added keys: erf_size.
+    Required keys: img. Modified keys: img, img_shape, the ``seg_fields``
+    (gt_seg_map, optional). Added keys: erf_size.
 
     Args:
         size (int): side of the square the model receives.
@@ -36,18 +38,16 @@ class ERFResizeCrop(BaseTransform):
         tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         results['img'] = fit_square(tensor, self.size).permute(1, 2, 0).numpy()
         results['img_shape'] = (self.size, self.size)
-        if results.get('gt_seg_map') is not None:
-            seg = torch.from_numpy(results['gt_seg_map'].astype(np.int64))[None, None].float()
-            h, w = seg.shape[-2:]
-            scale = self.size / min(h, w)
-            size = (max(self.size, int(h * scale)), max(self.size, int(w * scale)))
-            seg = torch.nn.functional.interpolate(seg, size=size, mode='nearest')[0, 0]
-            top = int(round((size[0] - self.size) / 2.0))
-            left = int(round((size[1] - self.size) / 2.0))
-            results['gt_seg_map'] = seg[top:top + self.size, left:left + self.size] \
-                .numpy().astype(results['gt_seg_map'].dtype)
+        for key in dict.fromkeys([*results.get('seg_fields', []), 'gt_seg_map']):
+            if results.get(key) is not None:
+                results[key] = self._fit_label(results[key])
         results['erf_size'] = self.size
         return results
+
+    def _fit_label(self, seg: np.ndarray) -> np.ndarray:
+        # int64 because torch has no tensor type for some numpy label dtypes (uint32)
+        label = torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64))
+        return fit_label_square(label, self.size).numpy().astype(seg.dtype)
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(size={self.size})'

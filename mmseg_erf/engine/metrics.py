@@ -4,7 +4,8 @@ The area ratio is RepLKNet's "high-contribution area ratio" (``erf/analyze_erf.p
 on the map normalised by ``log10(x + 1) / max``, the smallest centred square of odd
 side ``2i + 1`` (``i >= 1``) whose sum divided by the total exceeds the threshold.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,36 +36,59 @@ def area_ratio(data: np.ndarray, threshold: float) -> Tuple[Optional[int], Optio
         up to side ``2 * (H // 2 - 1) + 1`` holds that fraction (RepLKNet's loop
         bound), or when the map has no mass.
     """
+    return area_ratios(data, [threshold])[0]
+
+
+def area_ratios(data: np.ndarray, thresholds: Sequence[float]
+                ) -> List[Tuple[Optional[int], Optional[float]]]:
+    """:func:`area_ratio` at each threshold, from one pass over the map."""
     h, w = data.shape
     total = data.sum()
     if not total > 0:
-        return None, None
-    # prefix sums make each centred square an O(1) query instead of a slice sum
+        return [(None, None)] * len(thresholds)
+    shares = _centred_square_shares(data, total)
+    out = []
+    for threshold in thresholds:
+        above = shares > threshold
+        if not above.any():
+            out.append((None, None))
+            continue
+        side = 2 * (int(np.argmax(above)) + 1) + 1   # shares[k] is the square of i = k + 1
+        out.append((side, side / h * side / w))
+    return out
+
+
+def _centred_square_shares(data: np.ndarray, total: float) -> np.ndarray:
+    """Share of ``total`` inside the centred square of half-side i, for i = 1 ..
+    H // 2 - 1 (RepLKNet's loop), each read off prefix sums in four lookups."""
+    h, w = data.shape
     cum = np.zeros((h + 1, w + 1), dtype=np.float64)
     cum[1:, 1:] = np.asarray(data, dtype=np.float64).cumsum(0).cumsum(1)
     cy, cx = h // 2, w // 2
-    for i in range(1, h // 2):
-        y0, y1 = max(cy - i, 0), min(cy + i + 1, h)
-        x0, x1 = max(cx - i, 0), min(cx + i + 1, w)
-        inside = cum[y1, x1] - cum[y0, x1] - cum[y1, x0] + cum[y0, x0]
-        if inside / total > threshold:
-            side = 2 * i + 1
-            return side, side / h * side / w
-    return None, None
+    i = np.arange(1, max(h // 2, 1))
+    y0, y1 = np.maximum(cy - i, 0), np.minimum(cy + i + 1, h)
+    x0, x1 = np.maximum(cx - i, 0), np.minimum(cx + i + 1, w)
+    inside = cum[y1, x1] - cum[y0, x1] - cum[y1, x0] + cum[y0, x0]
+    return inside / total
 
 
-def _distances(shape: Tuple[int, int]) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _within(shape: Tuple[int, int], radius: float) -> np.ndarray:
+    """Pixels within ``radius`` of the centre (H // 2, W // 2), a read-only mask: every
+    map of a run has one shape, so the distance grid is built once per radius."""
     h, w = shape
     yy, xx = np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2, indexing='ij')
-    return np.hypot(yy, xx)
+    mask = np.hypot(yy, xx) <= radius
+    mask.setflags(write=False)
+    return mask
 
 
 def radial_mass(data: np.ndarray, radii: Sequence[float]) -> Dict[str, float]:
     """Fraction of the mass within each Euclidean radius (pixels) of the centre."""
     total = data.sum()
-    dist = _distances(data.shape)
-    return {f'{r:g}': float(data[dist <= r].sum() / total) if total > 0 else float('nan')
-            for r in radii}
+    shape = tuple(data.shape)
+    return {f'{r:g}': float(data[_within(shape, float(r))].sum() / total) if total > 0
+            else float('nan') for r in radii}
 
 
 def erf_metrics(erf_map: np.ndarray,
@@ -94,7 +118,7 @@ def normalized_metrics(data: np.ndarray, thresholds: Sequence[float] = AREA_THRE
     """
     h, w = data.shape
     total = data.sum()
-    areas = {f'{t:g}': area_ratio(data, t) for t in thresholds}
+    areas = {f'{t:g}': area for t, area in zip(thresholds, area_ratios(data, thresholds))}
     ah, aw = area_of or (h, w)
     metrics: Dict[str, object] = {
         'area_ratio': {t: None if side is None else side / ah * side / aw
@@ -102,11 +126,12 @@ def normalized_metrics(data: np.ndarray, thresholds: Sequence[float] = AREA_THRE
         'area_side': {t: side for t, (side, _) in areas.items()},
     }
     if total > 0:
-        yy, xx = np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2, indexing='ij')
-        metrics['center_of_mass'] = [float((data * yy).sum() / total),
-                                     float((data * xx).sum() / total)]
+        # broadcast offsets give the products of a coordinate grid without building it
+        ys, xs = np.arange(h) - h // 2, np.arange(w) - w // 2
+        metrics['center_of_mass'] = [float((data * ys[:, None]).sum() / total),
+                                     float((data * xs).sum() / total)]
         metrics['effective_radius'] = float(
-            np.sqrt((data * (yy**2 + xx**2)).sum() / total))
+            np.sqrt((data * (ys[:, None]**2 + xs**2)).sum() / total))
     else:
         metrics['center_of_mass'] = [None, None]
         metrics['effective_radius'] = None

@@ -16,15 +16,14 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 _MAX_ITERATIONS = 60
+# the model is floored at exp(-300) ~ 5e-131, far below any value a fit can resolve:
+# numpy's vector exp leaves its fast path where results underflow, and products of
+# smaller values (e^2, the residual times e) are subnormal, which slows the moment
+# matrix products by about 50x
+_EXP_FLOOR = -300.0
 # above this many pixels the Gaussian is fitted to block means (the fit's cost grows
 # with the pixels; a 2047 x 2047 canvas would take seconds per map)
 _FIT_PIXELS = 1 << 18
-
-
-def _grid(shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-    h, w = shape
-    return np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
-                       indexing='ij')
 
 
 def second_moments(data: np.ndarray, weights: Optional[np.ndarray] = None) -> Optional[Dict]:
@@ -39,11 +38,15 @@ def second_moments(data: np.ndarray, weights: Optional[np.ndarray] = None) -> Op
     total = mass.sum()
     if not total > 0:
         return None
-    yy, xx = _grid(mass.shape)
-    my, mx = (mass * yy).sum() / total, (mass * xx).sum() / total
-    dy, dx = yy - my, xx - mx
-    cov = np.array([[(mass * dy * dy).sum(), (mass * dy * dx).sum()],
-                    [(mass * dy * dx).sum(), (mass * dx * dx).sum()]]) / total
+    # row and column sums carry every moment but the cross term: no coordinate grids
+    rows, cols = mass.sum(axis=1), mass.sum(axis=0)
+    dy = np.arange(mass.shape[0], dtype=np.float64)
+    dx = np.arange(mass.shape[1], dtype=np.float64)
+    my, mx = dy @ rows / total, dx @ cols / total
+    dy -= my
+    dx -= mx
+    cov_yx = np.einsum('i,ij,j->', dy, mass, dx) / total   # no BLAS threads (_grid_moments)
+    cov = np.array([[dy * dy @ rows / total, cov_yx], [cov_yx, dx * dx @ cols / total]])
     return dict(mean=(float(my), float(mx)), cov=cov)
 
 
@@ -63,15 +66,99 @@ def covariance_shape(cov: np.ndarray) -> Dict[str, float]:
                 anisotropy=math.sqrt(major / minor) if minor > 0 else None)
 
 
-def _gaussian(params: np.ndarray, yy: np.ndarray, xx: np.ndarray):
-    """Values and Jacobian of A exp(-q/2), q = a dy^2 + 2 b dy dx + c dx^2."""
-    amp, my, mx, a, b, c = params
-    dy, dx = yy - my, xx - mx
-    e = np.exp(-0.5 * (a * dy * dy + 2 * b * dy * dx + c * dx * dx))
-    g = amp * e
-    jac = np.stack([e, g * (a * dy + b * dx), g * (b * dy + c * dx), -0.5 * g * dy * dy,
-                    -g * dy * dx, -0.5 * g * dx * dx], axis=-1)
-    return g, jac
+_P = np.arange(3)
+# M[p + r, q + s] for the normal matrix: index arrays of shape (p, q, r, s)
+_SUM_Y = _P[:, None, None, None] + _P[None, None, :, None]
+_SUM_X = _P[None, :, None, None] + _P[None, None, None, :]
+
+
+def _jacobian_polynomials(params: np.ndarray) -> np.ndarray:
+    """(6, 3, 3): the derivative of ``A e`` by (A, my, mx, a, b, c), each divided by e,
+    as coefficients of dy^p dx^q (e = exp(-q/2), q = a dy^2 + 2 b dy dx + c dx^2)."""
+    amp, _, _, a, b, c = params
+    coef = np.zeros((6, 3, 3))
+    coef[0, 0, 0] = 1.0
+    coef[1, 1, 0], coef[1, 0, 1] = amp * a, amp * b
+    coef[2, 1, 0], coef[2, 0, 1] = amp * b, amp * c
+    coef[3, 2, 0], coef[4, 1, 1], coef[5, 0, 2] = -0.5 * amp, -amp, -0.5 * amp
+    return coef
+
+
+def _powers(offsets: np.ndarray, count: int) -> np.ndarray:
+    """(count, n): rows offsets**0 .. offsets**(count - 1), each contiguous."""
+    powers = np.empty((count, offsets.size))
+    powers[0] = 1.0
+    for k in range(1, count):
+        np.multiply(powers[k - 1], offsets, out=powers[k])
+    return powers
+
+
+def _grid_moments(values: np.ndarray, powers_y: np.ndarray, powers_x: np.ndarray):
+    """``sum values dy^p dx^q`` for the rows p of ``powers_y`` and q of ``powers_x``.
+
+    einsum, not ``@``: numpy's BLAS runs products of this size on threads of its own,
+    which on busy cores (or next to torch's) made a fit several times slower.
+    """
+    return np.einsum('pi,iq->pq', powers_y, np.einsum('ij,qj->iq', values, powers_x))
+
+
+class _GridFit:
+    """The least-squares problem of :func:`fit_gaussian` on the pixel grid.
+
+    Every Jacobian column is ``e`` times a quadratic polynomial in (dy, dx), so the
+    normal matrix and the gradient are linear in the grid moments
+    ``sum w e^2 dy^p dx^q`` (p, q <= 4) and ``sum w r e dy^p dx^q`` (p, q <= 2): two
+    small matrix products with the row and column powers replace the (pixels x 6)
+    Jacobian, and an evaluation costs one exp per pixel.
+    """
+
+    def __init__(self, target: np.ndarray, weights: Optional[np.ndarray]):
+        self.target, self.weights = target, weights
+        self.ys = np.arange(target.shape[0], dtype=np.float64)
+        self.xs = np.arange(target.shape[1], dtype=np.float64)
+        # per-pixel buffers for the accepted point and a trial (e, residual, weighted
+        # residual) and one scratch: fresh arrays of this size cost more in page
+        # faults than the arithmetic on them
+        self._free = [[np.empty_like(target) for _ in range(3)] for _ in range(2)]
+        self._scratch = np.empty_like(target)
+
+    def evaluate(self, params: np.ndarray):
+        """``(cost, state)``: ``sum w (A e - target)^2`` and what :meth:`step_system`
+        needs at that point; :meth:`release` hands the state's buffers back."""
+        amp, my, mx, a, b, c = params
+        buffers = self._free.pop()
+        e, residual, weighted = buffers
+        dy, dx = self.ys - my, self.xs - mx
+        np.multiply(dy[:, None], (-b) * dx, out=e)
+        e += (-0.5 * a) * (dy * dy)[:, None]
+        e += (-0.5 * c) * (dx * dx)
+        np.maximum(e, _EXP_FLOOR, out=e)
+        np.exp(e, out=e)
+        np.multiply(e, -amp, out=residual)
+        residual += self.target
+        if self.weights is None:
+            weighted = residual
+        else:
+            np.multiply(residual, self.weights, out=weighted)
+        return float(np.einsum('ij,ij->', weighted, residual)), (dy, dx, e, weighted, buffers)
+
+    def release(self, state) -> None:
+        self._free.append(state[-1])
+
+    def step_system(self, params: np.ndarray, state) -> Tuple[np.ndarray, np.ndarray]:
+        """Normal matrix J^T W J and gradient J^T W r at an evaluated point."""
+        dy, dx, e, weighted, _ = state
+        scratch = self._scratch
+        powers_y, powers_x = _powers(dy, 5), _powers(dx, 5)
+        np.multiply(weighted, e, out=scratch)
+        residual_moments = _grid_moments(scratch, powers_y[:3], powers_x[:3])
+        np.multiply(e, e, out=scratch)
+        if self.weights is not None:
+            scratch *= self.weights
+        moments = _grid_moments(scratch, powers_y, powers_x)          # (5, 5)
+        coef = _jacobian_polynomials(params)
+        normal = np.einsum('kpq,pqrs,lrs->kl', coef, moments[_SUM_Y, _SUM_X], coef)
+        return normal, np.einsum('kpq,pq->k', coef, residual_moments)
 
 
 def fit_gaussian(data: np.ndarray, weights: Optional[np.ndarray] = None) -> Optional[Dict]:
@@ -90,43 +177,49 @@ def fit_gaussian(data: np.ndarray, weights: Optional[np.ndarray] = None) -> Opti
     moments = second_moments(values, weights)
     if moments is None:
         return None
-    w = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
-    keep = w > 0
-    yy, xx = _grid(values.shape)
-    yy, xx, target, w = yy[keep], xx[keep], values[keep], w[keep]
-    scale = target.max()
-    target = target / scale
+    w = None
+    if weights is not None:
+        keep = np.asarray(weights) > 0
+        # the whole grid takes part, pixels left out with weight 0 and value 0 (a
+        # huge value there would give inf * 0 = NaN in the sums)
+        w = np.where(keep, np.asarray(weights, dtype=np.float64), 0.0)
+        scale = values[keep].max()
+        values = np.where(keep, values, 0.0)
+    else:
+        scale = values.max()
+    target = values / scale
+    problem = _GridFit(target, w)
     cov = moments['cov'] + np.eye(2) * 1e-3  # a one-pixel map has zero variance
     prec = np.linalg.inv(cov)
     params = np.array([1.0, *moments['mean'], prec[0, 0], prec[0, 1], prec[1, 1]])
-    sqrt_w = np.sqrt(w)
 
-    def cost(p):
-        g, _ = _gaussian(p, yy, xx)
-        return float((w * (g - target) ** 2).sum())
-
-    current, damping = cost(params), 1e-3
+    (current, state), damping = problem.evaluate(params), 1e-3
     for _ in range(_MAX_ITERATIONS):
-        g, jac = _gaussian(params, yy, xx)
-        jw = jac * sqrt_w[:, None]
-        normal = jw.T @ jw
-        gradient = jw.T @ ((target - g) * sqrt_w)
+        normal, gradient = problem.step_system(params, state)
         improved = False
         while damping < 1e12:
             step = np.linalg.solve(normal + damping * np.diag(np.diag(normal) + 1e-12),
                                    gradient)
             trial = params + step
             positive = trial[3] > 0 and trial[5] > 0 and trial[3] * trial[5] > trial[4] ** 2
-            if positive and (new := cost(trial)) <= current:
-                improved = current - new > 1e-14 * max(current, 1e-300)
-                params, current, damping = trial, new, max(damping / 10, 1e-12)
-                break
+            if positive:
+                new, trial_state = problem.evaluate(trial)
+                if new <= current:
+                    improved = current - new > 1e-14 * max(current, 1e-300)
+                    problem.release(state)
+                    params, current, state = trial, new, trial_state
+                    damping = max(damping / 10, 1e-12)
+                    break
+                problem.release(trial_state)
             damping *= 10
         if not improved:
             break
     fitted = np.linalg.inv(np.array([[params[3], params[4]], [params[4], params[5]]]))
-    mean_t = (w * target).sum() / w.sum()
-    total = float((w * (target - mean_t) ** 2).sum())
+    if w is None:
+        total = float(((target - target.mean()) ** 2).sum())
+    else:
+        mean_t = (w * target).sum() / w.sum()
+        total = float((w * (target - mean_t) ** 2).sum())
     out = dict(amplitude=float(params[0] * scale), center=(float(params[1]), float(params[2])))
     out.update(covariance_shape(fitted))
     out['r2'] = 1 - current / total if total > 0 else (1.0 if current == 0 else 0.0)
@@ -135,13 +228,16 @@ def fit_gaussian(data: np.ndarray, weights: Optional[np.ndarray] = None) -> Opti
 
 def _block_means(data: np.ndarray, weights: Optional[np.ndarray], factor: int):
     """Weighted block means of ``factor x factor`` blocks (edges padded with weight 0),
-    and the block weights (mean weight)."""
+    and the block weights (mean weight; None where every block weight is 1)."""
     h, w = data.shape
     ph, pw = -h % factor, -w % factor
+    shape = ((h + ph) // factor, factor, (w + pw) // factor, factor)
+    if weights is None and ph == pw == 0:
+        # unit weights and no padding: the same means without weight arrays
+        return data.reshape(shape).sum(axis=(1, 3)) / float(factor**2), None
     wts = np.ones_like(data) if weights is None else np.asarray(weights, dtype=np.float64)
     wts = np.pad(wts, ((0, ph), (0, pw)))
     vals = np.pad(data, ((0, ph), (0, pw))) * wts
-    shape = ((h + ph) // factor, factor, (w + pw) // factor, factor)
     wsum = wts.reshape(shape).sum(axis=(1, 3))
     means = np.divide(vals.reshape(shape).sum(axis=(1, 3)), wsum, out=np.zeros_like(wsum),
                       where=wsum > 0)

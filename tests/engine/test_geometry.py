@@ -4,6 +4,10 @@ import torch
 from PIL import Image
 
 from mmseg_erf.engine import fit_square
+from mmseg_erf.engine.geometry import fit_label_square, square_geometry
+
+# odd shapes where truncating the long side and rounding the crop offset matter
+ODD_SHAPES = [(98, 147), (147, 98), (63, 64), (65, 200)]
 
 
 def test_square_input_passes_through_unchanged():
@@ -65,3 +69,57 @@ def test_batch_and_errors():
     assert fit_square(torch.rand(2, 3, 30, 20), 10).shape == (2, 3, 10, 10)
     with pytest.raises(ValueError):
         fit_square(torch.rand(3, 8, 8), 0)
+
+
+def torchvision_geometry(h, w, size):
+    """torchvision's Resize(size) + CenterCrop(size), written out as the reference."""
+    short, long = min(h, w), max(h, w)
+    new_long = max(size, int(size * long / short))
+    new_h, new_w = (size, new_long) if h <= w else (new_long, size)
+    return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+
+
+@pytest.mark.parametrize('size', [64, 63])
+@pytest.mark.parametrize('h, w', ODD_SHAPES)
+def test_square_geometry_is_torchvisions(h, w, size):
+    assert square_geometry(h, w, size) == torchvision_geometry(h, w, size)
+
+
+def nearest_source(size, new, offset, old):
+    """Source index of each output pixel of a nearest resize ``old -> new`` then a crop
+    at ``offset``: torch's 'nearest' reads ``floor(dst * old / new)``."""
+    return np.floor((np.arange(size) + offset) * old / new).astype(np.int64)
+
+
+@pytest.mark.parametrize('size', [64, 63])
+@pytest.mark.parametrize('h, w', ODD_SHAPES)
+def test_label_pixels_come_from_the_image_geometry(h, w, size):
+    """A label map whose value is its own (row, column) index: after
+    fit_label_square each pixel names the source pixel the image geometry (new
+    sides, crop box) puts there, on both axes."""
+    new_h, new_w, top, left = torchvision_geometry(h, w, size)
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+    index = torch.from_numpy(rows * 1000 + cols)
+    out = fit_label_square(index, size).numpy()
+    assert out.shape == (size, size) and out.dtype == np.int64
+    np.testing.assert_array_equal(out // 1000, nearest_source(size, new_h, top, h)[:, None]
+                                  .repeat(size, 1))
+    np.testing.assert_array_equal(out % 1000, nearest_source(size, new_w, left, w)[None]
+                                  .repeat(size, 0))
+
+
+@pytest.mark.parametrize('h, w', ODD_SHAPES)
+def test_image_and_label_crops_share_the_crop_box(h, w):
+    """Where the short side is already S nothing is resampled: the image and its label
+    map, the same ramp, must come out identical (a crop one pixel off shows)."""
+    size = min(h, w)
+    ramp = torch.arange(h * w, dtype=torch.int64).reshape(h, w)
+    image = fit_square(ramp[None].double(), size)[0]
+    torch.testing.assert_close(image, fit_label_square(ramp, size).double(), rtol=0, atol=0)
+
+
+def test_geometry_errors_name_the_input():
+    with pytest.raises(ValueError, match='input size must be positive, got 0'):
+        square_geometry(10, 10, 0)
+    with pytest.raises(ValueError, match='empty 0 x 5 image'):
+        fit_label_square(torch.zeros(0, 5, dtype=torch.int64), 4)

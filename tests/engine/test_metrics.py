@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mmseg_erf.engine import area_ratio, erf_metrics, replknet_normalize, vmamba_normalize
+from mmseg_erf.engine.metrics import area_ratios, radial_mass
 
 
 def replknet_get_rectangle(data, thresh):
@@ -79,3 +80,24 @@ def test_exactly_a_thresholds_share_is_not_enough(shape):
     assert area_ratio(data, 0.3) == (3, 9 / (h * w))
     assert erf_metrics(raw)['area_side'] == {'0.2': 3, '0.3': 3, '0.5': 5, '0.99': 5}
     assert area_ratio(data, 0.5) == replknet_get_rectangle(data, 0.5)
+
+
+def test_area_ratios_at_once_equal_one_threshold_at_a_time():
+    rng = np.random.default_rng(3)
+    data = replknet_normalize(rng.random((40, 40)) ** 6 * 100)
+    thresholds = (0.0, 0.05, 0.2, 0.5, 0.99, 1.0)
+    assert area_ratios(data, thresholds) == [replknet_get_rectangle(data, t)
+                                             for t in thresholds]
+    assert area_ratios(np.zeros((4, 4)), (0.2, 0.5)) == [(None, None)] * 2
+
+
+def test_radial_mass_follows_each_maps_own_shape():
+    """The same radius on maps of two shapes (the masks are cached per shape and
+    radius): each matches the Euclidean distance from its own centre."""
+    rng = np.random.default_rng(4)
+    for shape in ((21, 21), (30, 17), (21, 21), (17, 30)):
+        data = rng.random(shape)
+        yy, xx = np.meshgrid(np.arange(shape[0]) - shape[0] // 2,
+                             np.arange(shape[1]) - shape[1] // 2, indexing='ij')
+        inside = np.hypot(yy, xx) <= 6.5
+        assert radial_mass(data, [6.5]) == {'6.5': float(data[inside].sum() / data.sum())}

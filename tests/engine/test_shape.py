@@ -86,3 +86,27 @@ def test_empty_map_has_no_shape():
     assert m['sigma_y'] is None and m['gaussian'] is None
     assert fit_gaussian(np.zeros((5, 5))) is None
     assert covariance_shape(np.eye(2))['anisotropy'] == 1.0
+
+
+def test_narrow_gaussian_on_a_wide_map_is_recovered():
+    """Most of a 201 x 201 map lies where exp(-q/2) underflows (the fit floors it at
+    exp(-300)); the fit must still be exact."""
+    g = rotated_gaussian((201, 201), (90.0, 111.0), 2.5, 1.5, 60.0, amplitude=3.0)
+    fit = fit_gaussian(g)
+    assert fit['r2'] == pytest.approx(1.0, abs=1e-12)
+    assert fit['center'] == pytest.approx((90.0, 111.0), abs=1e-7)
+    assert fit['sigma_major'] == pytest.approx(2.5, rel=1e-7)
+    assert fit['sigma_minor'] == pytest.approx(1.5, rel=1e-7)
+    assert fit['orientation_deg'] == pytest.approx(60.0, abs=1e-6)
+
+
+def test_huge_values_under_weight_zero_take_no_part():
+    g = rotated_gaussian((41, 50), (20.0, 22.0), 5.0, 3.0, 20.0) * 1e-10
+    weights = np.ones_like(g)
+    weights[:, 40:] = 0
+    spoiled = g.copy()
+    spoiled[:, 40:] = 1e300                  # 1e310 once divided by the peak
+    fit, reference = fit_gaussian(spoiled, weights), fit_gaussian(g[:, :40])
+    for key in ('amplitude', 'sigma_major', 'sigma_minor', 'orientation_deg', 'r2'):
+        assert fit[key] == pytest.approx(reference[key], rel=1e-9), key
+    assert fit['center'] == pytest.approx(reference['center'], abs=1e-9)
