@@ -1,167 +1,17 @@
-"""compute_erf: the Python door."""
+"""compute_erf: the Python door (keywords -> request -> the one run loop)."""
 import os
 import os.path as osp
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
-import torch
-from mmengine.dataset import DefaultSampler, pseudo_collate
-from mmengine.dist import all_gather_object, all_reduce, get_dist_info
 from torch import nn
 
-from .engine import ERFResult, ERFSession, TargetError
+from .engine import ERFResult
 from .errors import ERFUsageError
-from .heads import head_runner_for
-from .segmentor import batch_inputs, config_pipeline, erf_pipeline, unwrap
+from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
+from .run.data import build_dataset, dataset_classes, image_dataset, loader_for  # noqa: F401
+from .segmentor import unwrap
 from .validation import (api_name, build_model_checked, check_image_folder, check_model,
-                         check_values, load_config_checked, resolve_device)
-from .input_size import MODEL_ERRORS, refused_size
-
-DEFAULT_TARGETS = ('backbone.-1', )
-
-
-class _PathDataset(torch.utils.data.Dataset):
-    """A list of image files run through a pipeline (for ``images=[...]``)."""
-
-    def __init__(self, paths: Sequence[str], pipeline):
-        from mmcv.transforms import Compose
-        missing = [p for p in paths if not osp.isfile(p)]
-        if missing:
-            raise FileNotFoundError(f'image {missing[0]} does not exist '
-                                    f'({len(missing)} of {len(paths)} missing)')
-        self.paths = list(paths)
-        self.pipeline = Compose(pipeline)
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        from .datasets import unreadable_placeholder
-        path = self.paths[index]
-        try:
-            return self.pipeline(dict(img_path=path, seg_fields=[]))
-        except Exception:
-            return unreadable_placeholder(path)
-
-
-def image_dataset(images: Union[str, Sequence[str]], pipeline, recursive: bool = False):
-    """A dataset over a folder (``ImageFolderDataset``) or a list of image paths."""
-    from .datasets import ImageFolderDataset
-    if isinstance(images, (str, os.PathLike)):
-        images = str(images)
-        if not osp.isdir(images):
-            raise FileNotFoundError(f'image folder {images} does not exist; pass a folder '
-                                    f'of images, a list of paths or a dataloader')
-        return ImageFolderDataset(data_prefix=dict(img_path=images, seg_map_path=''),
-                                  pipeline=pipeline, recursive=recursive,
-                                  metainfo=dict(classes=('unlabelled', )), test_mode=True)
-    return _PathDataset([str(p) for p in images], pipeline)
-
-
-def rank_positions(seen: int, size: int) -> list:
-    """Dataset positions of this rank's next ``size`` samples after ``seen`` of them.
-
-    mmengine's ``DefaultSampler`` (no shuffle) gives rank r the samples
-    ``r, r + world, r + 2 * world, ...``; its padding repeats get positions at or
-    beyond the dataset length.
-    """
-    rank, world = get_dist_info()
-    return [rank + world * (seen + i) for i in range(size)]
-
-
-def feed_batch(model: nn.Module, session: ERFSession, batch: dict, input_size: int,
-               seen: int, dataset_length: Optional[int] = None) -> int:
-    """Process one of this rank's data batches; returns how many images it used.
-
-    Padding repeats (positions >= dataset length) and images beyond
-    ``num_images`` are never counted, so N processes give the images, and the
-    maps, of one. Samples whose ``inputs`` is None (files the dataset could not
-    read) are counted as skipped.
-    """
-    positions = rank_positions(seen, len(batch['inputs']))
-    bound = min(session.num_images, dataset_length or session.num_images)
-    if positions[0] >= bound:
-        return 0
-    images = list(batch['inputs'])
-    unreadable = [p for p, img in zip(positions, images) if img is None]
-    used = session.skip_unreadable(unreadable, limit=dataset_length) if unreadable else 0
-    readable = [(p, img) for p, img in zip(positions, images) if img is not None]
-    if readable:
-        inputs = batch_inputs(model, dict(inputs=[img for _, img in readable]), input_size)
-        extra = {}
-        if getattr(session, 'needs_labels', False):  # a PointSession on label maps
-            from .point_doors import batch_labels
-            labels = batch_labels(batch, input_size)
-            extra['labels'] = [lb for lb, img in zip(labels, images) if img is not None]
-        used += session.process(inputs, [p for p, _ in readable], limit=dataset_length,
-                                **extra)
-    return used
-
-
-def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
-               input_size: int, dataset_length: Optional[int] = None,
-               on_batch: Optional[Callable[[int, int], None]] = None, start: int = 0) -> None:
-    """Feed this rank's data batches through the session until it needs no more.
-
-    Args:
-        start: samples of this rank consumed before ``batches`` (a resumed run).
-        on_batch: called as ``on_batch(images used, samples consumed)``.
-    """
-    seen = start
-    for batch in batches:
-        if rank_positions(seen, 1)[0] >= min(session.num_images,
-                                             dataset_length or session.num_images):
-            break
-        try:
-            used = feed_batch(model, session, batch, input_size, seen, dataset_length)
-        except MODEL_ERRORS as error:
-            # the first batch is the input-size check: name the sizes that work
-            first = session.accumulator is None and not isinstance(error, TargetError)
-            refusal = None if not first else refused_size(
-                session.taps, input_size, error, _device(model), getattr(model, 'cfg', None))
-            if refusal is None:
-                raise
-            raise refusal from None
-        seen += len(batch['inputs'])
-        if on_batch is not None:
-            on_batch(used, seen)
-
-
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device('cpu')
-
-
-def reduce_session(session: ERFSession) -> None:
-    """Sum every rank's accumulator into each rank's (no-op in one process).
-
-    A rank that had no image (fewer images than processes) joins with zeros, so
-    every rank enters the same collective calls; if no rank had one, the
-    accumulator stays None everywhere.
-    """
-    _, world = get_dist_info()
-    if world == 1:
-        return
-    acc = session.accumulator
-    shapes = all_gather_object(None if acc is None else acc.shape)
-    shape = next((s for s in shapes if s is not None), None)
-    if shape is None:
-        return
-    acc = session.open_accumulator(shape)
-    from .engine import PointSession
-    if isinstance(session, PointSession):
-        from .point_doors import reduce_point_sums
-        return reduce_point_sums(session)
-    for name in acc.names:
-        total = torch.from_numpy(acc.sums[name])
-        all_reduce(total)
-        acc.sums[name] = total.numpy()
-    counts = torch.tensor([acc.count, acc.skipped], dtype=torch.float64)
-    all_reduce(counts)
-    acc.count, acc.skipped = int(counts[0]), int(counts[1])
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.zeros(0)).device
+                         load_config_checked, resolve_device)
 
 
 def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = DEFAULT_TARGETS,
@@ -198,9 +48,9 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         class_names: names of the label values (default: the dataset's classes).
 
     Returns:
-        ERFResult: ``.maps``, ``.num_images``, ``.skipped``, ``.metrics``; with
-        ``points``, a PointResult (``.maps[target][group]``, ``.counts``,
-        ``.coverage``, ``.metrics[target][group]``).
+        ERFResult: ``.maps[target][group]`` (the classic ERF: group ``'centre'``, also
+        ``.map(target)``), ``.metrics[target][group]``, ``.counts``, ``.coverage``,
+        ``.num_images``, ``.skipped``.
 
     Raises:
         FileNotFoundError: a config, checkpoint, image folder or image that does not exist.
@@ -218,23 +68,49 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         raised before the first image is processed; the config and the checkpoint file
         are checked before the model is built.
     """
-    check_values(api_name, num_images=num_images, input_size=input_size,
-                 batch_size=batch_size, num_workers=num_workers, point=point,
-                 class_index=class_index, targets=targets)
+    request = ERFRequest.create(
+        api_name, points=points, point=point, class_names=class_names, targets=targets,
+        num_images=num_images, input_size=input_size, batch_size=batch_size,
+        num_workers=num_workers, class_index=class_index,
+        images=images if isinstance(images, (str, os.PathLike, list, tuple)) else None,
+        labels=labels, recursive=recursive, seed=seed, checkpoint=checkpoint,
+        trust_checkpoint=trust_checkpoint, allow_partial=allow_partial)
     device = resolve_device(device) if device is not None else None
     if isinstance(images, (str, os.PathLike)):
         check_image_folder(str(images), 'images')
+    model, model_name = _model(model, request, device, model_name)
+    session = open_session(model, request)
+    # the first batch checks the input size (accumulate names the sizes that work)
+    check_model(model, session.taps, request.targets, class_index, input_size,
+                _device_of(model), api_name, probe_forward=False)
+    length = None
+    if request.images is not None:
+        dataset = build_dataset(request, getattr(model, 'cfg', None))
+        length = len(dataset)
+        images = loader_for(dataset, request)
+    # a label folder named by the caller has no class names of its own
+    names = None if labels is not None else dataset_classes(getattr(images, 'dataset', None))
+    meta = getattr(model, 'dataset_meta', None) or {}
+    session.points = request.with_class_names(names or meta.get('classes')).points
+    accumulate(model, session, images, input_size, dataset_length=length)
+    reduce_session(session)
+    return session.result(model_name or type(model).__name__)
+
+
+def _model(model, request: ERFRequest, device: Optional[str], model_name: Optional[str]):
+    """The built segmentor in eval mode (from a config path, or as given), and its name."""
     if isinstance(model, (str, os.PathLike)):
         from .checkpoint import check_checkpoint_file
         model_name = model_name or osp.splitext(osp.basename(str(model)))[0]
         cfg = load_config_checked(str(model))
-        if checkpoint:
-            check_checkpoint_file(checkpoint)
-        model, _, _ = build_model_checked(cfg, None, api_name, checkpoint=checkpoint,
+        if request.checkpoint:
+            check_checkpoint_file(request.checkpoint)
+        model, _, _ = build_model_checked(cfg, None, api_name, checkpoint=request.checkpoint,
                                           device=device or 'cpu',
-                                          trust_checkpoint=trust_checkpoint,
-                                          allow_partial=allow_partial, seed=seed)
-    elif checkpoint:
+                                          trust_checkpoint=request.trust_checkpoint,
+                                          allow_partial=request.allow_partial,
+                                          seed=request.seed)
+    elif request.checkpoint:
         raise ERFUsageError('checkpoint is only used with a config path; load weights into a '
                             'built model yourself (mmseg_erf.checkpoint.load_model_weights)')
     elif not isinstance(model, nn.Module):
@@ -244,35 +120,9 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     if device is not None:
         model = model.to(device)
     model.eval()
-    from .engine import PointSession
-    from .point_doors import dataset_classes, parse_points, with_class_names
-    spec = parse_points(points)
-    session = ERFSession(model, targets, num_images, point, class_index,
-                         head_runner_for(model)) if spec is None \
-        else PointSession(model, targets, num_images, with_class_names(spec, class_names),
-                          class_index, head_runner_for(model))
-    check_model(model, session.taps, [targets] if isinstance(targets, str) else targets,
-                class_index, input_size, _device_of(model), api_name)
-    length = None
-    if isinstance(images, (str, os.PathLike, list, tuple)):
-        cfg = getattr(model, 'cfg', None)
-        pipeline = erf_pipeline(config_pipeline(cfg) if cfg is not None else None,
-                                input_size)
-        if labels is not None:
-            from .point_doors import labelled_folder
-            dataset = labelled_folder(images, labels, pipeline, class_names, recursive)
-        else:
-            dataset = image_dataset(images, pipeline, recursive)
-        length = len(dataset)
-        images = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, num_workers=num_workers,
-            sampler=DefaultSampler(dataset, shuffle=False), collate_fn=pseudo_collate)
-    if spec is not None:
-        # a label folder named by the caller has no class names of its own
-        names = None if labels is not None else dataset_classes(getattr(images, 'dataset',
-                                                                        None))
-        meta = getattr(model, 'dataset_meta', None) or {}
-        session.points = with_class_names(session.points, names or meta.get('classes'))
-    accumulate(model, session, images, input_size, dataset_length=length)
-    reduce_session(session)
-    return session.result(model_name or type(model).__name__)
+    return model, model_name
+
+
+def _device_of(model: nn.Module):
+    from .run.loop import device_of
+    return device_of(model)

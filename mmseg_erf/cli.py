@@ -1,4 +1,5 @@
-"""The command-line door (``tools/erf_seg.py``): parse, call the engine, print."""
+"""The command-line door (``tools/erf_seg.py``): argparse -> request -> the run loop,
+plus what only a command line has: saves every N images, --resume, Ctrl-C."""
 import argparse
 import copy
 import os
@@ -10,16 +11,29 @@ import torch
 from mmengine.config import DictAction
 
 from . import validation
-from .api import DEFAULT_TARGETS, accumulate, reduce_session
-from .engine import ERFResult, ERFSession, NoImagesError, TargetError
+from .engine import ClassRangeError, ERFResult, NoImagesError, TargetError
 from .errors import ERFUsageError
-from .heads import head_runner_for
-from .run_state import RunState, protect_out_dir, run_options
-from .startup import IMPORT_STARTED, PhaseTimer, wait_policy_summary
 from .input_size import check_memory
+from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
+from .run.data import build_dataset, dataset_classes, loader_for
+from .run.state import RunState, protect_out_dir, run_options
+from .run.summary import summary_table
+from .startup import IMPORT_STARTED, PhaseTimer, wait_policy_summary
 
 # set to 1 to see the traceback behind a one-sentence error (like --debug)
 DEBUG_ENV = 'MMSEG_ERF_DEBUG'
+
+
+class KeyValueAction(DictAction):
+    """mmengine's ``DictAction``, with an entry that is not ``key=value`` refused as a
+    usage error (exit status 2) instead of a traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if '=' not in v]
+        if bad:
+            parser.error(f'{option_string} {bad[0]!r} is not key=value; write e.g. '
+                         f'model.backbone.depth=18')
+        super().__call__(parser, namespace, values, option_string)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                              'otherwise) or the saved sums of an interrupted one')
     parser.add_argument('--debug', action='store_true',
                         help=f'show the traceback of an error (also: {DEBUG_ENV}=1)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override config settings, key=value')
     parser.add_argument('--verbose', action='store_true',
                         help='also print where the start-up time went (imports, config, '
@@ -97,57 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     return parser
-
-
-def _dataset(cfg, args):
-    """The image folder, or the config's test dataset, on the ERF pipeline."""
-    from mmseg.registry import DATASETS
-
-    from .datasets import ImageFolderDataset
-    from .segmentor import config_pipeline, erf_pipeline
-    from .point_doors import labelled_folder, wants_labels
-    pipeline = erf_pipeline(config_pipeline(cfg), args.input_size,
-                            keep_labels=wants_labels(args))
-    source = (cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}).get('dataset')
-    classes = None
-    if source is not None and isinstance(source.get('type'), str):
-        dataset_type = DATASETS.get(source['type'])
-        classes = (source.get('metainfo') or {}).get('classes') or \
-            getattr(dataset_type, 'METAINFO', {}).get('classes')
-    if args.img_dir and args.label_dir:
-        return labelled_folder(args.img_dir, args.label_dir, pipeline, classes,
-                               args.recursive)
-    if args.img_dir:
-        return ImageFolderDataset(data_prefix=dict(img_path=args.img_dir, seg_map_path=''),
-                                  pipeline=pipeline, recursive=args.recursive,
-                                  metainfo=dict(classes=classes or ('unlabelled', )),
-                                  test_mode=True)
-    if source is None:
-        raise ERFUsageError(f'{cfg.filename} has no test_dataloader.dataset; pass --img-dir '
-                         f'with a folder of images')
-    source = source.copy()
-    source['pipeline'] = pipeline
-    try:
-        return DATASETS.build(source)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"the config's test dataset is not on disk ({error}); "
-                                f"pass --img-dir with a folder of images") from None
-
-
-def summary_table(result: ERFResult) -> str:
-    head = ['target', 'area@0.2', 'area@0.3', 'area@0.5', 'area@0.99', 'eff.radius',
-            'centre of mass']
-    rows = []
-    for target, m in result.metrics.items():
-        ratios = [m['area_ratio'][t] for t in ('0.2', '0.3', '0.5', '0.99')]
-        com = m['center_of_mass']
-        rows.append([target] + [f'{r:.4f}' if r is not None else '-' for r in ratios] +
-                    [f'{m["effective_radius"]:.1f}' if m['effective_radius'] is not None
-                     else '-',
-                     f'({com[0]:+.1f}, {com[1]:+.1f})' if com[0] is not None else '-'])
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = lambda r: '  '.join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return '\n'.join([line(head), line(['-' * w for w in widths])] + [line(r) for r in rows])
 
 
 def _init_distributed(launcher: str, device: str) -> str:
@@ -162,13 +125,29 @@ def _init_distributed(launcher: str, device: str) -> str:
     return device
 
 
-def check_arguments(args) -> None:
+def request_from_args(args) -> ERFRequest:
+    """The run the command line asks for; every value checked (one sentence on error)."""
+    if args.label_dir and not args.img_dir:
+        raise ERFUsageError('--label-dir goes with --img-dir (the images it labels); the '
+                            "config's dataset brings its own labels")
+    if args.label_dir and not os.path.isdir(args.label_dir):
+        raise FileNotFoundError(f'label folder {args.label_dir} does not exist; pass '
+                                f'--label-dir with the folder of label maps')
+    return ERFRequest.create(
+        validation.cli_name, points=args.points, point=args.point, cap=args.points_cap,
+        points_seed=args.points_seed, boundary_px=args.boundary_px, window=args.window,
+        class_names=args.class_names, targets=args.targets, num_images=args.num_images,
+        input_size=args.input_size, batch_size=args.batch_size, num_workers=args.num_workers,
+        class_index=args.class_index, images=args.img_dir, labels=args.label_dir,
+        recursive=args.recursive, config=args.config, checkpoint=args.checkpoint,
+        cfg_options=args.cfg_options, seed=args.seed, trust_checkpoint=args.trust_checkpoint,
+        allow_partial=args.allow_partial)
+
+
+def check_arguments(args) -> ERFRequest:
     """Everything that can be refused without the config or the model."""
-    names = validation.cli_name
-    validation.check_values(names, num_images=args.num_images, input_size=args.input_size,
-                            batch_size=args.batch_size, num_workers=args.num_workers,
-                            point=args.point, class_index=args.class_index,
-                            targets=args.targets, save_every=args.save_every)
+    validation.check_values(validation.cli_name, save_every=args.save_every)
+    request = request_from_args(args)
     from .segmentor import resolve_config
     args.config = resolve_config(args.config)  # mmseg::<family>/<config>.py names
     validation.check_config_path(args.config)
@@ -180,6 +159,13 @@ def check_arguments(args) -> None:
     if args.resume and args.overwrite:
         raise ERFUsageError('--resume continues the run in --out-dir and --overwrite replaces '
                             'it; pass one of them')
+    return request.replace(config=args.config)
+
+
+def _fingerprint(args, world: int) -> dict:
+    """What shapes the maps (the request's fingerprint) and the number of processes."""
+    return dict(request_from_args(args).replace(config=args.config).fingerprint(),
+                world_size=world)
 
 
 def run(args) -> ERFResult:
@@ -189,9 +175,7 @@ def run(args) -> ERFResult:
 
     timer = PhaseTimer(IMPORT_STARTED)
     timer.mark('imports')
-    check_arguments(args)
-    from .point_doors import cli_points
-    cli_points(args)  # a bad --points request costs no model
+    request = check_arguments(args)
     device = validation.resolve_device(args.device, validation.cli_name)
     validation.check_launcher(args.launcher, device)
     base_cfg = validation.load_config_checked(args.config)
@@ -202,12 +186,12 @@ def run(args) -> ERFResult:
     if args.launcher != 'none':
         device = _init_distributed(args.launcher, device)
     rank, world = get_dist_info()
-    fingerprint = _fingerprint(args, world)
+    fingerprint = dict(request.fingerprint(), world_size=world)
     state = RunState(out_dir, fingerprint, rank)
     protect_out_dir(out_dir, fingerprint, state, args.resume, args.overwrite)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     timer.mark('config')
-    dataset = _dataset(cfg, args)  # before the build: a missing test set costs no model
+    dataset = build_dataset(request, cfg)  # before the build: a missing test set costs no model
     timer.mark('dataset')
 
     logger = MMLogger.get_instance('mmseg_erf', log_level='INFO')
@@ -216,27 +200,20 @@ def run(args) -> ERFResult:
         trust_checkpoint=args.trust_checkpoint, allow_partial=args.allow_partial,
         seed=args.seed, on_phase=timer.mark)
     _log_weights(logger, model, report, args.checkpoint)
-    from .point_doors import cli_points, dataset_classes, make_session, with_class_names
-    spec = cli_points(args)
-    session = ERFSession(model, args.targets, args.num_images, args.point, args.class_index,
-                         head_runner_for(model)) \
-        if spec is None else make_session(model, args.targets, args.num_images, spec,
-                                          args.class_index)
-    if spec is not None:
-        session.points = with_class_names(session.points,
-                                          args.class_names or dataset_classes(dataset))
+    request = request.with_class_names(dataset_classes(dataset))
+    session = open_session(model, request)
     # the first batch checks the input size; a resumed run probes first, since the
     # saved sums are matched against the resolved target names (all, backbone.-1)
-    validation.check_model(model, session.taps, args.targets, args.class_index,
-                           args.input_size, device, validation.cli_name,
+    validation.check_model(model, session.taps, request.targets, request.class_index,
+                           request.input_size, device, validation.cli_name,
                            probe_forward=args.resume)
-    check_memory(session, args.input_size, args.batch_size, device, warn=logger.warning)
+    check_memory(session, request.input_size, request.batch_size, device, warn=logger.warning)
     timer.mark('model checks')
     seen = _resume(state, session, logger) if args.resume else 0
     meta = dict(config=osp.abspath(args.config), checkpoint=args.checkpoint, seed=args.seed,
                 batch_size=args.batch_size, world_size=world, options=run_options(fingerprint))
-    return _compute(args, model, session, dataset, state, seen, out_dir, config_name, meta,
-                    device, logger, timer)
+    return _compute(args, request, model, session, dataset, state, seen, out_dir,
+                    config_name, meta, device, logger, timer)
 
 
 def _log_weights(logger, model, report, checkpoint) -> None:
@@ -246,30 +223,28 @@ def _log_weights(logger, model, report, checkpoint) -> None:
     elif report is None:
         logger.warning('NO CHECKPOINT: the model has RANDOM initial weights; this is the '
                        '"before training" ERF, not the ERF of a trained model')
+    elif getattr(report, 'note', None):
+        pass  # the checkpoint loader logged what it loaded and what stays random
     elif report.missing_keys or report.unexpected_keys or report.shape_mismatches:
         logger.warning(f'partial load of {checkpoint}: {report}')
 
 
-def _compute(args, model, session, dataset, state, seen, out_dir, config_name, meta,
-             device, logger, timer: Optional[PhaseTimer] = None) -> ERFResult:
+def _compute(args, request, model, session, dataset, state, seen, out_dir, config_name,
+             meta, device, logger, timer: Optional[PhaseTimer] = None) -> ERFResult:
     """The images through the session, with periodic saves; the result written."""
-    from mmengine.dataset import DefaultSampler, pseudo_collate
     from mmengine.dist import get_dist_info, is_main_process
     from mmengine.utils import ProgressBar
     _, world = get_dist_info()
     timer = timer or PhaseTimer()
-    spec = getattr(session, 'points', None)  # a PointSession's PointSpec
-    sampler = list(DefaultSampler(dataset, shuffle=False, round_up=True))[seen:]
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers, sampler=sampler,
-        collate_fn=pseudo_collate, persistent_workers=False)
-    total = min(args.num_images, len(dataset))
-    logger.info(f'ERF of {config_name}: targets {" ".join(args.targets)}, {total} images '
-                f'at {args.input_size}x{args.input_size}, batch {args.batch_size}, '
-                f'{world} process(es) on {device}')
-    if spec is not None:
-        from .point_doors import cost_line
-        logger.info(f'cost: {cost_line(session.points, total, session.taps.names)}')
+    loader = loader_for(dataset, request, seen)
+    total = min(request.num_images, len(dataset))
+    size = request.input_size
+    logger.info(f'ERF of {config_name}: targets {" ".join(request.targets)}, {total} images '
+                f'at {size}x{size}, batch {request.batch_size}, {world} process(es) on '
+                f'{device}')
+    if not request.points.fixed_anchor:
+        logger.info('cost: ' + request.points.cost_sentence(
+            total, len(session.taps.names), len(request.points.class_names) or None))
     bar = ProgressBar(total) if is_main_process() else None
     if bar is not None and seen:
         bar.update(min(seen * world, total))
@@ -282,21 +257,18 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
         progress['committed'] = (consumed, copy.deepcopy(session.accumulator))
         if bar is not None and used:
             bar.update(min(used * world, total - bar.completed))
-        if spec is None and args.save_every and \
-                consumed - progress['saved'] >= args.save_every:
+        if args.save_every and consumed - progress['saved'] >= args.save_every:
             state.save(session, consumed)
             progress['saved'] = consumed
 
     try:
         accumulate(model, session, _mark_first(loader, timer, 'first batch loaded'),
-                   args.input_size, len(dataset), after_batch, seen)
+                   size, len(dataset), after_batch, seen)
     except KeyboardInterrupt:
         consumed, session.accumulator = progress['committed']
-        if spec is None:  # point runs save no running sums (no --resume)
-            state.save(session, consumed)
+        state.save(session, consumed)
         if world == 1 and session.accumulator is not None:
-            partial = session.result(config_name, dict(meta, partial=True))
-            partial.write(out_dir)
+            session.result(config_name, dict(meta, partial=True)).write(out_dir)
         print(f'\ninterrupted: the sums of {consumed} samples are saved in {out_dir}'
               f'{" (metrics.json: partial)" if world == 1 else ""}; continue with --resume',
               file=sys.stderr)
@@ -305,15 +277,10 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
         if not _out_of_memory(error):
             raise
         consumed, session.accumulator = progress['committed']
-        if spec is not None:
-            raise ERFUsageError(
-                f'out of memory at --input-size {args.input_size} with --batch-size '
-                f'{args.batch_size} on {device}; rerun with a smaller --batch-size or '
-                f'--input-size (point runs cannot be resumed)') from error
         state.save(session, consumed)
         raise ERFUsageError(
-            f'out of memory at --input-size {args.input_size} with --batch-size '
-            f'{args.batch_size} on {device} after {consumed} samples (saved in '
+            f'out of memory at --input-size {size} with --batch-size '
+            f'{request.batch_size} on {device} after {consumed} samples (saved in '
             f'{out_dir}); rerun with --resume and a smaller --batch-size, or a smaller '
             f'--input-size without --resume') from error
     if bar is not None:
@@ -325,11 +292,8 @@ def _compute(args, model, session, dataset, state, seen, out_dir, config_name, m
     result = session.result(config_name, meta)
     if is_main_process():
         result.write(out_dir)
-        if spec is None:
-            print(f'\n{summary_table(result)}\n')
-        else:
-            from .point_doors import point_summary_table
-            print(f'\n{point_summary_table(result)}\n')
+        print(f'\n{summary_table(result)}\n')
+        if not result.is_classic:
             print(f'{result.meta["backwards"]} backward passes per target, each over a '
                   f'whole batch, for {result.meta["points_computed"]} points of '
                   f'{result.num_images} images')
@@ -352,19 +316,7 @@ def _out_of_memory(error: BaseException) -> bool:
             or any(text in str(error) for text in ('out of memory', "can't allocate memory")))
 
 
-def _fingerprint(args, world: int) -> dict:
-    """What shapes the maps; a resumed run must match it."""
-    def absolute(path):
-        return osp.abspath(path) if path else path
-
-    return dict(config=osp.abspath(args.config), checkpoint=absolute(args.checkpoint),
-                img_dir=absolute(args.img_dir), targets=list(args.targets), input_size=args.input_size,
-                num_images=args.num_images, point=list(args.point),
-                class_index=args.class_index, seed=args.seed, world_size=world,
-                cfg_options=args.cfg_options, points=args.points)
-
-
-def _resume(state: RunState, session: ERFSession, logger) -> int:
+def _resume(state: RunState, session, logger) -> int:
     if not state.exists():
         logger.warning(f'--resume: no saved state at {state.path}; starting from the first '
                        f'image')
@@ -382,7 +334,7 @@ def user_errors() -> tuple:
     from .checkpoint import CheckpointMismatchError, UntrustedCheckpointError
     from .engine import MissingLabelsError
     return (OSError, TargetError, ERFUsageError, NoImagesError, MissingLabelsError,
-            CheckpointMismatchError, UntrustedCheckpointError)
+            ClassRangeError, CheckpointMismatchError, UntrustedCheckpointError)
 
 
 def debugging(args=None) -> bool:

@@ -199,7 +199,7 @@ def check_memory(session, input_size: int, batch_size: int, device='cpu',
 
     def run():
         with torch.enable_grad():
-            input_gradient_maps(session.taps(probe), probe, session.point)
+            input_gradient_maps(session.taps(probe), probe, session.points.point)
 
     try:
         grown = peak_growth(run, device)

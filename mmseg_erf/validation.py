@@ -27,8 +27,12 @@ Names = Callable[[str], str]
 LOGIT_TARGETS = ('decode_head', 'seg_logits', 'auxiliary_head', 'all')
 
 
+# the API's argument names that the command line spells otherwise
+_CLI_SPELLING = {'images': 'img-dir', 'labels': 'label-dir', 'cap': 'points-cap'}
+
+
 def cli_name(name: str) -> str:
-    return '--' + name.replace('_', '-')
+    return '--' + _CLI_SPELLING.get(name, name.replace('_', '-'))
 
 
 def api_name(name: str) -> str:

@@ -47,9 +47,9 @@ def test_folder_list_and_batches_agree(model, images):
     by_list = compute_erf(model, paths, targets, num_images=4, input_size=64, batch_size=2)
     assert by_folder.num_images == by_list.num_images == 4 and by_folder.skipped == 0
     for target in targets:
-        assert by_folder.maps[target].shape == (64, 64)
-        assert by_folder.maps[target].sum() > 0
-        np.testing.assert_allclose(by_list.maps[target], by_folder.maps[target], rtol=2e-5,
+        assert by_folder.map(target).shape == (64, 64)
+        assert by_folder.map(target).sum() > 0
+        np.testing.assert_allclose(by_list.map(target), by_folder.map(target), rtol=2e-5,
                                    atol=1e-12)
 
 
@@ -62,8 +62,8 @@ def test_dataloader_of_runner_batches(model, images):
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, collate_fn=pseudo_collate)
     from_loader = compute_erf(model, loader, ['backbone.2'], num_images=5, input_size=64)
     from_folder = compute_erf(model, images, ['backbone.2'], num_images=5, input_size=64)
-    np.testing.assert_allclose(from_loader.maps['backbone.2'],
-                               from_folder.maps['backbone.2'], rtol=2e-5)
+    np.testing.assert_allclose(from_loader.map('backbone.2'),
+                               from_folder.map('backbone.2'), rtol=2e-5)
 
 
 def test_config_path_and_num_images(images):
@@ -96,7 +96,7 @@ def test_cli_end_to_end(images, tmp_path):
     # the CLI and the API are one engine
     api = compute_erf(TINY_CONFIG, images, targets, num_images=3, input_size=64)
     for t in targets:
-        np.testing.assert_allclose(np.load(out / f'erf_{t}.npy'), api.maps[t], rtol=2e-5)
+        np.testing.assert_allclose(np.load(out / f'erf_{t}.npy'), api.map(t), rtol=2e-5)
 
 
 def test_cli_default_workers_verbose(images, tmp_path):
@@ -128,12 +128,14 @@ def test_cli_default_workers_verbose(images, tmp_path):
                                       'checkpoint', 'model checks', 'first batch loaded',
                                       'first batch ERF'], line
     total = float(re.search(r'\((\d+\.\d+) s in all\)', line).group(1))
-    assert abs(sum(float(s) for _, s in phases) - total) < 0.02
+    # each of the 8 phases and the total is rounded to 0.01 s: their sum may differ
+    # from the total by up to 9 half-hundredths
+    assert abs(sum(float(s) for _, s in phases) - total) <= 0.005 * (len(phases) + 1) + 1e-9
     api = compute_erf(TINY_CONFIG, images, ['backbone.1', 'decode_head'], num_images=4,
                       input_size=64, batch_size=2)
     assert json.loads((out / 'metrics.json').read_text())['num_images'] == 4
     for t in ('backbone.1', 'decode_head'):
-        np.testing.assert_allclose(np.load(out / f'erf_{t}.npy'), api.maps[t], rtol=2e-5)
+        np.testing.assert_allclose(np.load(out / f'erf_{t}.npy'), api.map(t), rtol=2e-5)
 
 
 def test_cli_uses_the_config_test_dataset_and_default_out_dir(tmp_path):

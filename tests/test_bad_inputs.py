@@ -37,11 +37,11 @@ def test_broken_files_skipped_odd_formats_used(messy_folder):
                          input_size=32)
     # used: rgb, grey, rgba, 16-bit; skipped: empty, text, truncated
     assert (result.num_images, result.skipped) == (4, 3)
-    assert np.isfinite(result.maps['backbone.1']).all()
+    assert np.isfinite(result.map('backbone.1')).all()
     paths = sorted(os.path.join(messy_folder, f) for f in os.listdir(messy_folder))
     as_list = compute_erf(TINY_CONFIG, paths, ['backbone.1'], num_images=10, input_size=32)
     assert (as_list.num_images, as_list.skipped) == (4, 3)
-    np.testing.assert_allclose(as_list.maps['backbone.1'], result.maps['backbone.1'])
+    np.testing.assert_allclose(as_list.map('backbone.1'), result.map('backbone.1'))
 
 
 def run_cli(*args):
@@ -217,8 +217,8 @@ def bad(tmp_path_factory):
     from mmseg_erf.cli import _fingerprint, build_parser
     args = build_parser().parse_args([TINY_CONFIG] + [a.format(**paths) for a in BASE])
     fingerprint = json.dumps(_fingerprint(args, 1), sort_keys=True, default=str)
-    acc = ERFAccumulator(['backbone.1'], (32, 32))
-    acc.add({'backbone.1': np.ones((1, 32, 32))})
+    acc = ERFAccumulator(['backbone.1'], (32, 32), anchor=(16, 16))
+    acc.add({'backbone.1': np.ones((1, 32, 32))}, [(16, 16)], [('centre', )])
     for name in ('interrupted', 'damaged'):
         acc.save(str(root / name / '.erf_state' / 'rank0.npz'),
                  extra=dict(seen=1, fingerprint=fingerprint))
@@ -336,6 +336,13 @@ COMPARE_ROWS = [
     ('run dir missing', ['{root}/missing_run'], 'does not exist'),
     ('no metrics.json', ['{root}/empty_dir'], 'not an ERF run directory'),
     ('metrics.json cut short', ['{run_a}', '{cut_metrics}'], 'is damaged'),
+    # the damaged run first: every run is checked, no short-circuit skips one
+    ('metrics.json cut short, listed first', ['{cut_metrics}', '{run_a}'], 'is damaged'),
+    ('metrics.json cut short, point runs', ['{point_a}', '{cut_metrics}'], 'is damaged'),
+    ('map file missing, listed first', ['{missing_map}', '{run_a}'], 'is damaged'),
+    ('point and centre runs together', ['{point_a}', '{run_a}'], 'one kind'),
+    ('point runs, out without figure extension', ['{point_a}', '{point_b}', '--out',
+                                                  '{figs}/new/cmp.txt'], 'figure extension'),
     ('metrics.json without a key', ['{run_a}', '{keyless_metrics}'], 'is damaged'),
     ('map file missing', ['{run_a}', '{missing_map}'], 'is damaged'),
     ('map file not a .npy', ['{run_a}', '{garbage_map}'], 'is damaged'),
@@ -368,11 +375,22 @@ def runs(bad, tmp_path_factory):
 
     def write(name, size=32, targets=('backbone.1', 'decode_head')):
         maps = {t: rng.random((size, size)) for t in targets}
-        ERFResult(maps, 2, 0, (size, size), 'tiny').write(str(root / name), images=False)
+        ERFResult.classic(maps, 2, 0, (size, size), 'tiny').write(str(root / name), images=False)
+        return str(root / name)
+
+    def write_points(name, size=16):
+        from mmseg_erf.engine import ERFAccumulator, PointSpec
+        acc = ERFAccumulator(['backbone.1'], (size, size))
+        acc.add({'backbone.1': rng.random((2, size, size))}, [(3, 4), (10, 9)],
+                [('grid_0_0', ), ('grid_1_1', )])
+        acc.images = 2
+        ERFResult.from_accumulator(acc, PointSpec('grid', grid=2)).write(str(root / name),
+                                                                         images=False)
         return str(root / name)
 
     paths = dict(bad, run_a=write('a'), run_b=write('b'), run_48=write('s48', 48),
-                 run_other_target=write('other', targets=('backbone.3', )))
+                 run_other_target=write('other', targets=('backbone.3', )),
+                 point_a=write_points('pa'), point_b=write_points('pb'))
     for name in ('cut_metrics', 'keyless_metrics', 'missing_map', 'garbage_map'):
         paths[name] = write(name)
     metrics = root / 'cut_metrics' / 'metrics.json'
@@ -424,9 +442,9 @@ def test_out_of_memory_saves_the_sums_and_resume_finishes(bad, tmp_path, capsys,
     --batch-size and --resume, the sums saved; --resume then ends with the maps of an
     uninterrupted run. Mutation: the except (RuntimeError, MemoryError) in cli._compute
     removed -> the RuntimeError escapes main."""
-    import mmseg_erf.api
+    import mmseg_erf.run.loop
     from mmseg_erf.cli import main
-    real_feed, calls = mmseg_erf.api.feed_batch, []
+    real_feed, calls = mmseg_erf.run.loop.feed_batch, []
 
     def feed_then_fail(*args, **kwargs):
         calls.append(1)
@@ -437,11 +455,11 @@ def test_out_of_memory_saves_the_sums_and_resume_finishes(bad, tmp_path, capsys,
 
     argv = [TINY_CONFIG] + [a.format(**bad) for a in BASE] + ['--out-dir',
                                                               str(tmp_path / 'out')]
-    monkeypatch.setattr(mmseg_erf.api, 'feed_batch', feed_then_fail)
+    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', feed_then_fail)
     assert main(argv) == 2
     check_one_sentence(capsys.readouterr().err, 'erf_seg.py', 'smaller --batch-size')
     assert (tmp_path / 'out' / '.erf_state' / 'rank0.npz').is_file()
-    monkeypatch.setattr(mmseg_erf.api, 'feed_batch', real_feed)
+    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', real_feed)
     assert main(argv + ['--resume']) == 0
     np.testing.assert_allclose(np.load(tmp_path / 'out' / 'erf_backbone.1.npy'),
                                np.load(os.path.join(bad['prior'], 'erf_backbone.1.npy')),

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mmseg_erf.compare import (ResampleWarning, compare, default_label, iteration_snapshots,
                                load_overlay_image, main, resample_map)
-from mmseg_erf.compare_plots import LEVEL_COLOURS, SQUARE_COLOURS, display_maps, grid_size_inches
+from mmseg_erf.compare.plots import LEVEL_COLOURS, SQUARE_COLOURS, display_maps, grid_size_inches
 from mmseg_erf.engine import ERFResult, erf_metrics
 from mmseg_erf.engine.plotting import normalize
 
@@ -28,7 +28,7 @@ def gaussian(size, width, dy=0.0, dx=0.0, peak=50.0):
 
 def write_run(path, widths, size=32, model='toy', **meta):
     """A run directory of Gaussian ERFs, ``widths``: target -> sigma in pixels."""
-    result = ERFResult({t: gaussian(size, w) for t, w in widths.items()}, num_images=4,
+    result = ERFResult.classic({t: gaussian(size, w) for t, w in widths.items()}, num_images=4,
                        skipped=0, input_size=(size, size), model_name=model, meta=meta)
     result.write(str(path), images=False)  # the compare tool reads .npy and metrics.json only
     return result
@@ -76,7 +76,7 @@ def test_grid_figure_and_tables(two_runs, tmp_path, capsys):
     printed = capsys.readouterr().out
     for row, (result, target) in zip(rows, [(a, 'backbone.3'), (a, 'decode_head'),
                                             (b, 'backbone.3'), (b, 'decode_head')]):
-        m = result.metrics[target]
+        m = result.metrics_of(target)
         assert row['input_size'] == '32x32' and row['num_images'] == '4'
         for t in ('0.2', '0.3', '0.5', '0.99'):
             assert number(row[f'area_{t}']) == m['area_ratio'][t]
@@ -85,7 +85,7 @@ def test_grid_figure_and_tables(two_runs, tmp_path, capsys):
         assert float(row['effective_radius']) == m['effective_radius']
         assert f'{m["effective_radius"]:.2f}' in markdown
     # 99 % of the widest map needs a square larger than RepLKNet's bound: '-', not 0
-    assert rows[3]['area_0.99'] == '' and b.metrics['decode_head']['area_ratio']['0.99'] is None
+    assert rows[3]['area_0.99'] == '' and b.metrics_of('decode_head')['area_ratio']['0.99'] is None
     # the wider Gaussian has the larger ERF in every column
     assert float(rows[2]['area_0.5']) > float(rows[0]['area_0.5'])
     assert float(rows[3]['effective_radius']) > float(rows[1]['effective_radius'])
@@ -116,7 +116,7 @@ def test_default_labels(tmp_path):
     assert default_label(str(tmp_path / 'upernet' / 'erf'), result) == 'upernet_r18'
     assert default_label(str(tmp_path / 'x' / 'iter_10'), result) == 'upernet_r18 iter_10'
     assert default_label(str(tmp_path / 'swin_random'), result) == 'swin_random'
-    anonymous = ERFResult({'t': gaussian(8, 1)}, 1, 0, (8, 8))
+    anonymous = ERFResult.classic({'t': gaussian(8, 1)}, 1, 0, (8, 8))
     assert default_label(str(tmp_path / 'cfg' / 'erf'), anonymous) == 'cfg/erf'
 
 
@@ -163,9 +163,9 @@ def test_resample_path(tmp_path, capsys):
     rows = read_csv(tmp_path / 'resampled.csv')
     assert rows[1]['input_size'] == '32x32 (from 48x48)'
     # the table describes the maps drawn: metrics of the resampled map
-    expected = erf_metrics(resample_map(large.maps['backbone.3'], (32, 32)))
+    expected = erf_metrics(resample_map(large.map('backbone.3'), (32, 32)))
     assert float(rows[1]['area_0.5']) == expected['area_ratio']['0.5']
-    assert float(rows[1]['effective_radius']) != large.metrics['backbone.3']['effective_radius']
+    assert float(rows[1]['effective_radius']) != large.metrics_of('backbone.3')['effective_radius']
     with pytest.warns(ResampleWarning, match='sum preserved'):
         compare([str(tmp_path / 'small'), str(tmp_path / 'large')], str(out), resample=True)
 

@@ -44,7 +44,7 @@ def test_hook_in_val_and_test(tmp_path, voc_tree):
     api = compute_erf(model, runner.test_dataloader, ['backbone.1', 'decode_head'],
                       num_images=3, input_size=64)
     np.testing.assert_allclose(np.load(test_dir / 'erf_backbone.1.npy'),
-                               api.maps['backbone.1'], rtol=1e-5)
+                               api.map('backbone.1'), rtol=1e-5)
     scalars = runner.message_hub.log_scalars
     assert 'test/erf/decode_head/area_0.5' in scalars
     assert 'val/erf/backbone.1/area_0.2' in scalars
@@ -126,7 +126,7 @@ def test_mmseg_own_train_and_test_tools(tmp_path, voc_tree):
     val_images = os.path.join(voc_tree, 'images', 'val')
     api = compute_erf(model, val_images, ['backbone.3'], num_images=2, input_size=64)
     np.testing.assert_allclose(np.load(tmp_path / 'cli' / 'erf_backbone.3.npy'),
-                               api.maps['backbone.3'], rtol=1e-5)
+                               api.map('backbone.3'), rtol=1e-5)
 
 
 class _StateProbe:

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 import mmseg_erf  # noqa: F401
 from mmseg_erf import compute_erf
 from mmseg_erf.cli import main
-from mmseg_erf.engine import PointResult
+from mmseg_erf.engine import ERFResult
 
 from conftest import TINY_CONFIG, make_voc_tree
 
@@ -57,7 +57,7 @@ def test_three_doors_give_identical_per_class_maps(square_tree):
                              points=points)]
     runner = Runner.from_cfg(cfg)
     runner.test()
-    hook = PointResult.read(str(root / 'work' / 'erf' / 'test'))
+    hook = ERFResult.read(str(root / 'work' / 'erf' / 'test'))
     checkpoint = str(root / 'weights.pth')
     torch.save(dict(state_dict=runner.model.state_dict()), checkpoint)
 
@@ -68,7 +68,7 @@ def test_three_doors_give_identical_per_class_maps(square_tree):
                  '--num-images', '3', '--input-size', '64', '--num-workers', '0',
                  '--out-dir', str(cli_dir)])
     assert code == 0
-    cli = PointResult.read(str(cli_dir))
+    cli = ERFResult.read(str(cli_dir))
 
     api = compute_erf(config, os.path.join(tree, 'images', 'val'), TARGETS, num_images=3,
                       input_size=64, checkpoint=checkpoint, points=points,
@@ -102,7 +102,7 @@ def test_per_class_without_labels_is_one_sentence_and_predicted_works(square_tre
     out_dir = root / 'predicted'
     assert main(common + ['--points', 'predicted', '--class-names', 'k0', 'k1', 'k2', 'k3',
                           '--out-dir', str(out_dir)]) == 0
-    result = PointResult.read(str(out_dir))
+    result = ERFResult.read(str(out_dir))
     assert sum(result.counts.values()) == result.meta['points_computed'] > 0
     assert set(result.groups) <= {'k0', 'k1', 'k2', 'k3'}
 
@@ -113,7 +113,7 @@ def test_grid_run_writes_the_position_panel(square_tree, capsys):
     assert main([config, '--img-dir', os.path.join(tree, 'images', 'val'), '--num-images', '2',
                  '--input-size', '64', '--num-workers', '0', '--targets', 'backbone.1',
                  '--points', 'grid', '2', '--batch-size', '2', '--out-dir', str(out_dir)]) == 0
-    result = PointResult.read(str(out_dir))
+    result = ERFResult.read(str(out_dir))
     assert sorted(result.groups) == ['grid_0_0', 'grid_0_1', 'grid_1_0', 'grid_1_1']
     assert result.meta['backwards'] == 4      # 4 points, one batch of 2 images
     assert (out_dir / 'position_grid_backbone.1.png').is_file()
@@ -124,7 +124,7 @@ def test_grid_run_writes_the_position_panel(square_tree, capsys):
 @pytest.mark.parametrize('extra, fragment', [
     (['--points', 'stripes'], 'unknown points'),
     (['--points', 'grid', 'x'], 'positive integer K'),
-    (['--points', 'grid', '2', '--resume'], '--resume does not work with --points'),
+    (['--points', 'per-class', '--points-cap', '0'], 'cap must be a positive integer'),
     (['--points', 'centre', '--window', '8'], 'odd side'),
 ])
 def test_bad_point_options_are_one_sentence(square_tree, capsys, extra, fragment):
@@ -152,7 +152,7 @@ def test_erf_compare_puts_two_point_runs_side_by_side(square_tree, capsys):
     out = capsys.readouterr().out
     table = (root / 'cmp.md').read_text()
     assert fig.is_file() and (root / 'cmp.csv').is_file()
-    first = PointResult.read(runs[0])
+    first = ERFResult.read(runs[0])
     for group in first.groups:
         m = first.metrics['backbone.1'][group]
         assert f'| {group} | A | {m["count"]}*' in table
@@ -165,7 +165,7 @@ def test_label_folder_is_read_as_the_config_reads_labels(square_tree):
     from mmengine.registry import init_default_scope
     from PIL import Image
 
-    from mmseg_erf.point_doors import labelled_folder
+    from mmseg_erf.run.data import labelled_folder
     init_default_scope('mmseg')
     tree = square_tree[0]
     pipeline = [dict(type='LoadImageFromFile'),
@@ -193,7 +193,7 @@ def test_point_runs_use_the_heads_own_predict(tmp_path):
     model, _, _ = build_segmentor('mmseg::danet/danet_r50-d8_4xb4-80k_ade20k-512x512.py')
     result = compute_erf(model, [path], targets=['decode_head', 'seg_logits'],
                          num_images=1, input_size=64, points='predicted')
-    assert isinstance(result, PointResult)
+    assert isinstance(result, ERFResult)
     assert result.meta['points_computed'] > 0
     for maps in result.maps.values():
         for grid in maps.values():

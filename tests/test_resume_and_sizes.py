@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-import mmseg_erf.api
+import mmseg_erf.run.loop
 from mmseg_erf.cli import main
 from mmseg_erf.engine import ERFSession, FeatureTaps
 from mmseg_erf.errors import ERFUsageError
@@ -26,7 +26,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
             '--input-size', '48', '--num-workers', '0', '--save-every', '2']
     assert main(args + ['--out-dir', str(tmp_path / 'whole')]) == 0
 
-    real_feed = mmseg_erf.api.feed_batch
+    real_feed = mmseg_erf.run.loop.feed_batch
     calls = []
 
     def interrupted_feed(*a, **k):
@@ -35,14 +35,14 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
         calls.append(1)
         return real_feed(*a, **k)
 
-    monkeypatch.setattr(mmseg_erf.api, 'feed_batch', interrupted_feed)
+    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', interrupted_feed)
     out = tmp_path / 'split'
     assert main(args + ['--out-dir', str(out)]) == 130
     partial = json.loads((out / 'metrics.json').read_text())
     assert partial['num_images'] == 3 and partial['meta']['partial'] is True
     assert (out / '.erf_state' / 'rank0.npz').is_file()
 
-    monkeypatch.setattr(mmseg_erf.api, 'feed_batch', real_feed)
+    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', real_feed)
     # a different run must not continue this one
     assert main(args + ['--out-dir', str(out), '--resume', '--input-size', '64']) == 2
     assert main(args + ['--out-dir', str(out), '--resume']) == 0

@@ -9,7 +9,7 @@ image; the same number of maps as C x cap centre-point ERFs over the same images
 The script times, on the small UperNet of configs/demo (ResNet-18 layout at 1/4
 width, decode head with C classes, random weights), alternating:
 
-- one per-class run (PointSession, cap per class, synthetic labels with every class
+- one per-class run (ERFSession, cap per class, synthetic labels with every class
   in every image), target decode_head;
 - one centre-point run (ERFSession) on the same images and target
 (after one untimed warm-up run on two images).
@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # first: importing the package sets the OpenMP wait policy before torch loads it
-from mmseg_erf.engine import ERFSession, PointSession, PointSpec  # noqa: E402
+from mmseg_erf.engine import ERFSession, PointSpec  # noqa: E402
 import torch  # noqa: E402
 from mmseg_erf.segmentor import build_segmentor  # noqa: E402
 
@@ -84,7 +84,7 @@ def main() -> int:
     time_run(ERFSession(model, ['decode_head'], 2), images[:2], None, 2)
     point_times, centre_times = [], []
     for _ in range(args.repeats):
-        session = PointSession(model, ['decode_head'], args.images, spec)
+        session = ERFSession(model, ["decode_head"], args.images, spec)
         point_times.append(time_run(session, images, labels, args.batch_size))
         centre = ERFSession(model, ['decode_head'], args.images)
         centre_times.append(time_run(centre, images, None, args.batch_size))

@@ -160,7 +160,7 @@ def session_maps(model, inputs: torch.Tensor, targets: Sequence[str] = TARGETS,
     acc = session.accumulator
     if acc.skipped:
         raise RuntimeError(f'{acc.skipped} image(s) gave non-finite maps')
-    return {n: acc.sums[n].copy() for n in acc.names}
+    return {n: acc.sums[n]['centre'].copy() for n in acc.targets}
 
 
 def map_agreement(ref: Mapping[str, np.ndarray],

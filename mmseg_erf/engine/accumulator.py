@@ -1,82 +1,189 @@
-"""Running float64 sums of per-image ERF maps, one per target."""
+"""Running float64 sums of per-point ERF maps on aligned canvases, per target and group.
+
+A point's (H, W) map is written onto a canvas of offsets from its anchor (y0, x0):
+canvas cell (top + dy, left + dx) holds map pixel (y0 + dy, x0 + dx). The canvas spans
+the offsets the point set can produce: for points anywhere, ``H - 1`` and ``W - 1`` each
+way (2H - 1 x 2W - 1) or a window; for the centre kind, whose one point sits at the
+same pixel of every image, exactly the image frame, so the classic ERF is this
+accumulator's canvas with every offset seen by every image.
+
+Each cell also counts how many maps covered it (their pixel was inside the image),
+so the mean of a cell is its sum over the maps that saw it: a point near the border
+adds nothing, not zeros, at the offsets that fall outside its image.
+"""
 import os
 import tempfile
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+Extents = Tuple[int, int, int, int]  # offsets reached above, left of, below, right of the anchor
+
+
+def canvas_extents(shape: Sequence[int], window: Optional[int] = None,
+                   anchor: Optional[Sequence[int]] = None) -> Extents:
+    """(top, left, bottom, right) of the canvas around the anchor.
+
+    ``anchor`` (a point set whose one point is at the same pixel of every image):
+    the image frame around it. Otherwise every offset a point can produce,
+    ``H - 1`` and ``W - 1`` each way. ``window`` (odd side) caps every extent at
+    ``window // 2``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if anchor is not None:
+        ay, ax = int(anchor[0]), int(anchor[1])
+        reach = (ay, ax, h - 1 - ay, w - 1 - ax)
+    else:
+        reach = (h - 1, w - 1, h - 1, w - 1)
+    if window is None:
+        return reach
+    return tuple(min(r, window // 2) for r in reach)
+
+
+def placement(shape: Sequence[int], anchor: Sequence[int],
+              extents: Extents) -> Tuple[Tuple[slice, slice], Tuple[slice, slice]]:
+    """(canvas slices, map slices) that put a map of ``shape`` around ``anchor``."""
+    (h, w), (ay, ax), (top, left, bottom, right) = shape, anchor, extents
+    y0, y1 = max(0, ay - top), min(h, ay + bottom + 1)
+    x0, x1 = max(0, ax - left), min(w, ax + right + 1)
+    canvas = (slice(y0 - ay + top, y1 - ay + top), slice(x0 - ax + left, x1 - ax + left))
+    return canvas, (slice(y0, y1), slice(x0, x1))
+
 
 class ERFAccumulator:
-    """Sum and count of finite per-image maps for several targets.
+    """Float64 sums of aligned maps per (target, group), coverage and counts per group.
 
-    An image whose map is non-finite for ANY target is skipped for all of them,
-    so every target averages the same images and one ``num_images`` describes
-    the whole run.
+    A point joins every group it names. A point whose map is non-finite for ANY
+    target is skipped for all of them (counted in ``skipped_points``), so every
+    target of a group averages the same points and shares one coverage canvas. An
+    image counts as used when it had no point or at least one finite one, and as
+    skipped when every point it had was non-finite (or, through :attr:`skipped`,
+    when it could not be read): with one point per image, as the classic ERF has,
+    these are the image counts of Luo et al.'s average.
 
     Args:
-        names (Sequence[str]): target names, in report order.
-        shape (tuple): (H, W) of every map.
+        targets (Sequence[str]): target names, in report order.
+        shape (tuple): (H, W) of the input (and of every per-point map).
+        window (int, optional): odd canvas side cap (see :func:`canvas_extents`).
+        anchor (tuple, optional): the pixel every image's one point sits at.
     """
 
-    def __init__(self, names: Sequence[str], shape):
-        self.names = tuple(names)
-        self.shape = tuple(int(s) for s in shape)
-        self.sums: Dict[str, np.ndarray] = {
-            n: np.zeros(self.shape, dtype=np.float64) for n in self.names}
-        self.count = 0
-        self.skipped = 0
+    def __init__(self, targets: Sequence[str], shape: Sequence[int],
+                 window: Optional[int] = None, anchor: Optional[Sequence[int]] = None):
+        self.targets = tuple(targets)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.window = window
+        self.anchor = None if anchor is None else (int(anchor[0]), int(anchor[1]))
+        self.extents = canvas_extents(self.shape, window, self.anchor)
+        top, left, bottom, right = self.extents
+        self.canvas_shape = (top + bottom + 1, left + right + 1)
+        self.sums: Dict[str, Dict[str, np.ndarray]] = {t: {} for t in self.targets}
+        self.coverage: Dict[str, np.ndarray] = {}
+        self.counts: Dict[str, int] = {}
+        self.zero_maps: Dict[str, Dict[str, int]] = {t: {} for t in self.targets}
+        self.images = 0           # images used
+        self.skipped = 0          # images unreadable, or with only non-finite maps
+        self.skipped_points = 0   # points with a non-finite map
+        self.backwards = 0        # backward passes per target
+        self.points = 0           # points whose maps were computed
 
-    def add(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Add a batch of per-image maps ``{name: (B, H, W)}``.
+    @property
+    def groups(self) -> List[str]:
+        return list(self.counts)
+
+    def open_group(self, group: str) -> None:
+        if group in self.counts:
+            return
+        self.counts[group] = 0
+        self.coverage[group] = np.zeros(self.canvas_shape, dtype=np.int64)
+        for target in self.targets:
+            self.sums[target][group] = np.zeros(self.canvas_shape, dtype=np.float64)
+            self.zero_maps[target][group] = 0
+
+    def add(self, maps: Mapping[str, np.ndarray], anchors: Sequence[Sequence[int]],
+            groups: Sequence[Sequence[str]]) -> np.ndarray:
+        """Add one map per point: ``maps[target]`` (P, H, W), ``anchors`` (P, 2) pixels.
+
+        Points that share an anchor and groups are summed first and added once
+        (the centre kind: a whole batch in one addition).
 
         Returns:
-            np.ndarray: bool (B,), True where the image was counted.
+            np.ndarray: bool (P,), True where the point was counted.
         """
-        missing = set(self.names) - set(maps)
+        missing = set(self.targets) - set(maps)
         if missing:
             raise KeyError(f'maps for targets {sorted(missing)} are missing')
-        batch = [np.asarray(maps[n], dtype=np.float64) for n in self.names]
+        batch = [np.asarray(maps[t], dtype=np.float64) for t in self.targets]
         for arr in batch:
             if arr.shape[1:] != self.shape:
-                raise ValueError(f'map of shape {arr.shape[1:]} does not match the '
-                                 f'accumulator shape {self.shape}; every image must '
-                                 f'have the same input size')
-        finite = np.ones(batch[0].shape[0], dtype=bool)
+                raise ValueError(f'map of shape {arr.shape[1:]} does not match the input '
+                                 f'shape {self.shape}; every image must have the same input size')
+        finite = np.ones(len(anchors), dtype=bool)
         for arr in batch:
             finite &= np.isfinite(arr).all(axis=(1, 2))
-        for name, arr in zip(self.names, batch):
-            self.sums[name] += arr[finite].sum(axis=0)
-        self.count += int(finite.sum())
-        self.skipped += int((~finite).sum())
+        self.skipped_points += int((~finite).sum())
+        self.points += len(anchors)
+        together: Dict[Tuple, List[int]] = {}
+        for p, (anchor, names) in enumerate(zip(anchors, groups)):
+            if finite[p]:
+                key = (int(anchor[0]), int(anchor[1]), tuple(names))
+                together.setdefault(key, []).append(p)
+        for (ay, ax, names), points in together.items():
+            canvas_idx, map_idx = placement(self.shape, (ay, ax), self.extents)
+            parts = [arr[points] for arr in batch]
+            for group in names:
+                self.open_group(group)
+                self.counts[group] += len(points)
+                self.coverage[group][canvas_idx] += len(points)
+                for target, part in zip(self.targets, parts):
+                    self.sums[target][group][canvas_idx] += part.sum(axis=0)[map_idx]
+                    self.zero_maps[target][group] += int((~part.any(axis=(1, 2))).sum())
         return finite
 
-    def mean(self, name: str) -> np.ndarray:
-        """The mean map of one target (zeros when no image was counted)."""
-        if self.count == 0:
-            return np.zeros(self.shape, dtype=np.float64)
-        return self.sums[name] / self.count
+    def mean(self, target: str, group: str) -> np.ndarray:
+        """Sum over coverage; NaN where no map covered the offset."""
+        cover = self.coverage[group]
+        return np.divide(self.sums[target][group], cover,
+                         out=np.full(self.canvas_shape, np.nan), where=cover > 0)
 
-    def state_dict(self) -> dict:
-        return {
-            'names': list(self.names), 'shape': list(self.shape), 'count': self.count,
-            'skipped': self.skipped, 'sums': {n: s.copy() for n, s in self.sums.items()}
-        }
+    # ---- saved state (resume) --------------------------------------------------------
+    _NUMBERS = ('images', 'skipped', 'skipped_points', 'backwards', 'points')
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        """Everything as named arrays (the saved state, and what ranks sum)."""
+        out = {'targets': np.array(self.targets, dtype=str), 'shape': np.array(self.shape),
+               'window': np.array(-1 if self.window is None else self.window),
+               'anchor': np.array(self.anchor if self.anchor is not None else (-1, -1)),
+               'groups': np.array(self.groups, dtype=str),
+               'numbers': np.array([getattr(self, n) for n in self._NUMBERS])}
+        for group in self.groups:
+            out[f'count/{group}'] = np.array(self.counts[group], dtype=np.int64)
+            out[f'coverage/{group}'] = self.coverage[group]
+            for target in self.targets:
+                out[f'sum/{target}/{group}'] = self.sums[target][group]
+                out[f'zero/{target}/{group}'] = np.array(self.zero_maps[target][group])
+        return out
 
     @classmethod
-    def from_state_dict(cls, state: Mapping) -> 'ERFAccumulator':
-        acc = cls(state['names'], state['shape'])
-        for name in acc.names:
-            acc.sums[name] = np.asarray(state['sums'][name], dtype=np.float64).copy()
-        acc.count = int(state['count'])
-        acc.skipped = int(state['skipped'])
+    def from_arrays(cls, data: Mapping[str, np.ndarray]) -> 'ERFAccumulator':
+        window, anchor = int(data['window']), [int(v) for v in data['anchor']]
+        acc = cls([str(t) for t in data['targets']], data['shape'].tolist(),
+                  None if window < 0 else window, None if anchor[0] < 0 else anchor)
+        for name, value in zip(cls._NUMBERS, data['numbers'].tolist()):
+            setattr(acc, name, int(value))
+        for group in (str(g) for g in data['groups']):
+            acc.open_group(group)
+            acc.counts[group] = int(data[f'count/{group}'])
+            acc.coverage[group] = np.asarray(data[f'coverage/{group}'], np.int64).copy()
+            for target in acc.targets:
+                acc.sums[target][group] = np.asarray(data[f'sum/{target}/{group}'],
+                                                     np.float64).copy()
+                acc.zero_maps[target][group] = int(data[f'zero/{target}/{group}'])
         return acc
 
     def save(self, path: str, extra: Optional[Mapping[str, object]] = None) -> None:
         """Write the running sums atomically (``.npz``): a crash never leaves half a file."""
-        arrays = {f'sum/{n}': s for n, s in self.sums.items()}
-        arrays['names'] = np.array(self.names)
-        arrays['shape'] = np.array(self.shape)
-        arrays['counts'] = np.array([self.count, self.skipped])
+        arrays = self.arrays()
         for key, value in (extra or {}).items():
             arrays[f'extra/{key}'] = np.asarray(value)
         directory = os.path.dirname(os.path.abspath(path))
@@ -96,10 +203,6 @@ class ERFAccumulator:
     def load(cls, path: str):
         """Read what :meth:`save` wrote. Returns ``(accumulator, extra)``."""
         with np.load(path, allow_pickle=False) as data:
-            acc = cls([str(n) for n in data['names']], data['shape'].tolist())
-            for name in acc.names:
-                acc.sums[name] = data[f'sum/{name}'].astype(np.float64)
-            acc.count, acc.skipped = (int(v) for v in data['counts'])
-            extra = {k[len('extra/'):]: data[k] for k in data.files
-                     if k.startswith('extra/')}
-        return acc, extra
+            arrays = {k: data[k] for k in data.files}
+        extra = {k[len('extra/'):]: v for k, v in arrays.items() if k.startswith('extra/')}
+        return cls.from_arrays(arrays), extra

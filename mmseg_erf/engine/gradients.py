@@ -1,12 +1,17 @@
 """Per-image ERF maps: one forward, one backward per target."""
 from contextlib import nullcontext
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .points import response_index
 from .targets import LOGIT_TARGETS, TargetError
+
+
+class ClassRangeError(ValueError):
+    """A response class at or beyond the channels of a logit target."""
 
 _CONV_BACKWARD = torch.ops.aten.convolution_backward.default
 # targets whose backward starts in high-resolution convolutions (see input_gradient_maps)
@@ -84,61 +89,91 @@ def windowed_by_default(name: str) -> bool:
     return name.split('.')[0] in _WINDOWED_STAGES
 
 
-def response_index(h: int, w: int, point: Sequence[float] = (0.5, 0.5)) -> Tuple[int, int]:
-    """Feature-map position of a relative response point (y, x) in [0, 1).
+def response_maps(features: Mapping[str, torch.Tensor], inputs: torch.Tensor,
+                  rows: Sequence[int], cells: Callable[[int, Tuple[int, int]], Tuple[int, int]],
+                  classes: Sequence[int], windowed: Optional[bool] = None,
+                  retain_graph: bool = False) -> Dict[str, torch.Tensor]:
+    """Maps ``relu(d relu(F[row, :, y, x]).sum() / d inputs[row]).sum(channels)`` of one
+    response point per listed image, all in one backward per target.
 
-    The default (0.5, 0.5) gives ``(h // 2, w // 2)``, the centre used by
-    RepLKNet and VMamba.
-    """
-    ry, rx = point
-    if not (0 <= ry < 1 and 0 <= rx < 1):
-        raise ValueError(f'response point {tuple(point)} must be relative (y, x) in [0, 1)')
-    return min(int(ry * h), h - 1), min(int(rx * w), w - 1)
-
-
-def input_gradient_maps(features: Mapping[str, torch.Tensor], inputs: torch.Tensor,
-                        point: Sequence[float] = (0.5, 0.5),
-                        class_index: Optional[int] = None,
-                        windowed: Optional[bool] = None) -> Dict[str, torch.Tensor]:
-    """Per-image maps ``relu(d relu(F[:, :, y, x]).sum() / d inputs).sum(channels)``.
+    This is the one gradient of the package: the classic centre ERF is the case of
+    one point per image at the centre cell.
 
     Args:
         features: ``{name: (B, C, h, w)}`` computed from ``inputs`` in one forward.
         inputs: the (B, 3, H, W) tensor the model consumed, with ``requires_grad``.
-        point: relative response position (y, x); default the centre.
-        class_index: restrict logit targets (``decode_head``, ``seg_logits``,
-            ``auxiliary_head``) to one class channel; other targets use all channels.
+        rows: the batch rows that respond (each image at most once: a sum of
+            responses at two points of one image would mix their gradients).
+        cells: ``cells(i, (h, w))`` is the feature cell (y, x) of ``rows[i]``'s point
+            on a target of size (h, w).
+        classes: per row, the logit channel for logit targets (``decode_head``,
+            ``seg_logits``, ``auxiliary_head``), -1 for every channel; other
+            targets always use every channel.
         windowed: compute convolution input gradients only where the output
             gradient is not zero (:class:`WindowedConvGrads`; the same maps up to
             float rounding). None (default): for targets of a neck or head, whose
             high-resolution convolutions next to the response point see a small
             window; backbone targets gain little there and would pay the mode's
             per-operator cost.
+        retain_graph: keep the graph after the last target (more points follow).
 
     Returns:
-        ``{name: (B, H, W) float64 on the CPU}``. The graph is kept between targets
-        and released after the last one. Images are independent only when the model
-        is in eval mode (BatchNorm on running statistics): callers check that.
+        ``{name: (len(rows), H, W) float64 on the CPU}``. Images are independent only
+        when the model is in eval mode (BatchNorm on running statistics): callers
+        check that.
+
+    Raises:
+        ClassRangeError: a class at or beyond a logit target's channels.
+        TargetError: a target that does not depend on the input.
     """
+    rows = list(rows)
+    rows_t = torch.as_tensor(rows, dtype=torch.long, device=inputs.device)
     names = list(features)
     maps: Dict[str, torch.Tensor] = {}
-    for k, name in enumerate(names):
+    for n, name in enumerate(names):
         feat = features[name]
-        y, x = response_index(feat.shape[2], feat.shape[3], point)
-        response = feat[:, :, y, x]
-        if class_index is not None and name in LOGIT_TARGETS:
-            if not 0 <= class_index < response.shape[1]:
-                raise ValueError(f'class index {class_index} is out of range for target '
-                                 f'{name!r} with {response.shape[1]} classes')
-            response = response[:, class_index:class_index + 1]
+        at = [cells(i, tuple(feat.shape[-2:])) for i in range(len(rows))]
+        fy = torch.as_tensor([y for y, _ in at], dtype=torch.long, device=feat.device)
+        fx = torch.as_tensor([x for _, x in at], dtype=torch.long, device=feat.device)
+        response = feat[rows_t.to(feat.device), :, fy, fx]  # (P, C)
+        if name in LOGIT_TARGETS and any(c >= 0 for c in classes):
+            channels = response.shape[1]
+            if any(c >= channels for c in classes):
+                raise ClassRangeError(
+                    f'class {max(classes)} is out of range for target {name!r} with '
+                    f'{channels} classes (0-{channels - 1}); name a class below '
+                    f'{channels}, or give labels whose values the head predicts '
+                    f'(ignore pixels as 255)')
+            if any(c < 0 for c in classes):
+                raise ClassRangeError(f'a point without a class among points with one on '
+                                      f'target {name!r}; give every point a class or none')
+            index = torch.as_tensor(list(classes), device=feat.device)[:, None]
+            response = response.gather(1, index)
         score = F.relu(response).sum()
         if not score.requires_grad:
             raise TargetError(f'target {name!r} does not depend on the input')
         window = windowed if windowed is not None else windowed_by_default(name)
         with WindowedConvGrads() if window else nullcontext():
-            (grad, ) = torch.autograd.grad(score, inputs, retain_graph=k < len(names) - 1,
+            (grad, ) = torch.autograd.grad(score, inputs,
+                                           retain_graph=retain_graph or n < len(names) - 1,
                                            allow_unused=True)
         if grad is None:
             raise TargetError(f'target {name!r} does not depend on the input')
-        maps[name] = F.relu(grad).to(torch.float64).sum(dim=1).cpu()
+        maps[name] = F.relu(grad[rows_t]).to(torch.float64).sum(dim=1).cpu()
     return maps
+
+
+def input_gradient_maps(features: Mapping[str, torch.Tensor], inputs: torch.Tensor,
+                        point: Sequence[float] = (0.5, 0.5),
+                        class_index: Optional[int] = None,
+                        windowed: Optional[bool] = None) -> Dict[str, torch.Tensor]:
+    """:func:`response_maps` of every image of the batch at one relative point (y, x)
+    of each target (default the centre), on one class of logit targets or all.
+
+    Returns:
+        ``{name: (B, H, W) float64 on the CPU}``.
+    """
+    batch = inputs.shape[0]
+    return response_maps(features, inputs, range(batch),
+                         lambda _i, hw: response_index(hw[0], hw[1], point),
+                         [-1 if class_index is None else class_index] * batch, windowed)

@@ -9,7 +9,10 @@ from matplotlib.figure import Figure
 
 from .metrics import replknet_normalize
 from .plotting import CMAP
-from .point_result import FEW_POINTS
+from .files import replacing, target_filename
+
+# groups with fewer points than this are marked in tables and figures
+FEW_POINTS = 10
 
 
 def _show(ax, canvas: np.ndarray, title: str) -> None:
@@ -30,7 +33,8 @@ def _show(ax, canvas: np.ndarray, title: str) -> None:
 
 def _save(fig: Figure, path: str) -> None:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def radius_key(result, target: str, group: str) -> float:
@@ -104,7 +108,6 @@ def position_grid(result, target: str, path: str) -> None:
 
 
 def write_point_figures(result, out_dir: str) -> None:
-    from .result import target_filename
     for target in result.targets:
         stem = target_filename(target, '')[len('erf_'):]
         if result.points.kind == 'grid':

@@ -7,7 +7,10 @@ averaged into. The feature-map position of a point on a target of size (h, w) is
 
 Kinds:
 
-- ``centre``: one point, ``(H // 2, W // 2)`` (the classic ERF), group ``centre``;
+- ``centre``: one point at the relative position ``point`` (default (0.5, 0.5): the
+  classic ERF at ``(h // 2, w // 2)`` of every target), group ``centre``; its feature
+  cell is taken at the same relative position on each target (RepLKNet's rule, which
+  differs from the containing-cell rule when a side does not divide the input);
 - ``grid``: K x K points at relative positions ``(i + 1/2) / K``, groups ``grid_i_j``
   (row i, column j);
 - ``per-class``: up to ``cap`` pixels of each class of the label map, drawn without
@@ -21,6 +24,7 @@ Kinds:
 - ``predicted``: ``per-class`` on the model's own arg-max prediction (no labels
   needed).
 """
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -45,6 +49,7 @@ class PointSpec:
         ignore_index: label value never drawn and never counted as an other class.
         window: side (odd) of the aligned canvas; None: 2S - 1 (every offset).
         class_names: names of the label values (groups are named after them).
+        point: relative response position (y, x) in [0, 1) of the ``centre`` kind.
     """
     kind: str = 'centre'
     grid: int = 3
@@ -54,6 +59,7 @@ class PointSpec:
     ignore_index: int = 255
     window: Optional[int] = None
     class_names: Tuple[str, ...] = field(default=())
+    point: Tuple[float, float] = (0.5, 0.5)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -66,6 +72,17 @@ class PointSpec:
             raise ValueError(f'the aligned window must be a positive odd side, got '
                              f'{self.window}')
         object.__setattr__(self, 'class_names', tuple(str(c) for c in self.class_names))
+        point = tuple(float(v) for v in self.point)
+        if len(point) != 2 or not all(0 <= v < 1 for v in point):
+            raise ValueError(f'the response point {self.point} must be relative (y, x) in '
+                             f'[0, 1)')
+        object.__setattr__(self, 'point', point)
+
+    @property
+    def fixed_anchor(self) -> bool:
+        """Whether every image's one point sits at the same place (the centre kind):
+        the aligned canvas is then the image frame itself."""
+        return self.kind == 'centre'
 
     @property
     def needs_labels(self) -> bool:
@@ -102,19 +119,43 @@ class PointSpec:
     def to_json(self) -> dict:
         out = asdict(self)
         out['class_names'] = list(self.class_names)
+        out['point'] = list(self.point)
         return out
 
 
 @dataclass(frozen=True)
 class ImagePoints:
-    """The response points of one image (arrays of equal length)."""
+    """The response points of one image (arrays of equal length).
+
+    ``relative`` (the centre kind) gives each point's feature cell as a relative
+    position on every target; otherwise the cell is the one containing the pixel.
+    """
     ys: np.ndarray
     xs: np.ndarray
     classes: np.ndarray  # label value, -1 when the point has none
     groups: Tuple[Tuple[str, ...], ...]
+    relative: Optional[Tuple[float, float]] = None
 
     def __len__(self) -> int:
         return len(self.ys)
+
+
+def response_index(h: int, w: int, point: Sequence[float]) -> Tuple[int, int]:
+    """Cell of a relative position (y, x) in [0, 1) on an (h, w) map; (0.5, 0.5)
+    gives ``(h // 2, w // 2)``, the centre used by RepLKNet and VMamba."""
+    ry, rx = point
+    if not (0 <= ry < 1 and 0 <= rx < 1):
+        raise ValueError(f'response point {tuple(point)} must be relative (y, x) in [0, 1)')
+    return min(int(ry * h), h - 1), min(int(rx * w), w - 1)
+
+
+def feature_cell(points: ImagePoints, k: int, input_hw: Sequence[int],
+                 feature_hw: Sequence[int]) -> Tuple[int, int]:
+    """The feature cell where point ``k`` responds on a map of ``feature_hw``."""
+    h, w = int(feature_hw[0]), int(feature_hw[1])
+    if points.relative is not None:
+        return response_index(h, w, points.relative)
+    return int(points.ys[k]) * h // int(input_hw[0]), int(points.xs[k]) * w // int(input_hw[1])
 
 
 def _points(entries: List[Tuple[int, int, int, Tuple[str, ...]]]) -> ImagePoints:
@@ -172,7 +213,8 @@ def sample_points(spec: PointSpec, shape: Sequence[int], label: Optional[np.ndar
     """
     h, w = int(shape[0]), int(shape[1])
     if spec.kind == 'centre':
-        return _points([(h // 2, w // 2, -1, ('centre', ))])
+        y, x = response_index(h, w, spec.point)
+        return dataclasses.replace(_points([(y, x, -1, ('centre', ))]), relative=spec.point)
     if spec.kind == 'grid':
         return _points([(y, x, -1, (f'grid_{i}_{j}', ))
                         for i, y in enumerate(grid_anchors(h, spec.grid))

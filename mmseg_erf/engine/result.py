@@ -1,75 +1,184 @@
-"""ERFResult and the run directory it is written to.
+"""ERFResult: the one result of every run, and the run directory it is written to.
 
-Every artefact a run writes comes from here, so the hook, the CLI and the API
-cannot drift apart. Layout of a run directory::
+A result holds mean maps per target and group on aligned canvases, their coverage
+and counts, and the metrics of each. Every artefact a run writes comes from here,
+so the hook, the CLI and the API cannot drift apart. Two layouts, chosen by the
+point set (one rule, :meth:`ERFResult.is_classic`):
+
+The classic ERF (the centre kind: one group, ``centre``, whose canvas is the image)::
 
     erf_<target>.npy   raw mean map (S x S, float64), never post-processed
     erf_<target>.png   heatmap (RepLKNet normalisation) with a colour bar
     metrics.json       {"num_images", "skipped", "input_size", "targets": {T: metrics}, ...}
+
+Every other point set (grid, per-class, boundary, predicted)::
+
+    aligned_<target>__<group>.npy   mean canvas (2S-1 or the window), NaN where unseen
+    coverage__<group>.npy           maps that covered each offset (int64)
+    groups_<target>.png, groups_chart_<target>.png, position_grid_<target>.png (grid)
+    metrics.json                    {"kind": "points", "points": spec, "groups": {G: count},
+                                     "targets": {T: {G: metrics}}, ...}
+
+Every file is written beside its final name and renamed into place; ``metrics.json``
+comes last, so a directory with one holds a whole run.
 """
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .metrics import erf_metrics
+from .files import (METRICS_FILE, aligned_filename, coverage_filename, replacing,
+                    target_filename)
+from .metrics import normalized_metrics, replknet_normalize
 from .plotting import render_heatmap, save_heatmap
+from .point_plots import FEW_POINTS, write_point_figures
+from .points import PointSpec
+from .shape import shape_metrics
 
-METRICS_FILE = 'metrics.json'
-
-
-def target_filename(target: str, suffix: str) -> str:
-    safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in target)
-    return f'erf_{safe}{suffix}'
+CENTRE = 'centre'
 
 
-@contextmanager
-def _replacing(path: str) -> Iterator[str]:
-    """A temporary path beside ``path`` (same suffix, so writers infer the format),
-    renamed onto ``path`` when the block succeeds and removed when it fails."""
-    stem, suffix = os.path.splitext(path)
-    tmp = f'{stem}.tmp{os.getpid()}{suffix}'
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def full_coverage_side(coverage: np.ndarray, count: int) -> int:
+    """Side of the largest centred square whose every offset all ``count`` maps saw."""
+    h, w = coverage.shape
+    cy, cx = h // 2, w // 2
+    side = 0
+    for r in range(min(cy, cx, h - 1 - cy, w - 1 - cx) + 1):
+        if (coverage[cy - r:cy + r + 1, cx - r:cx + r + 1] < count).any():
+            break
+        side = 2 * r + 1
+    return side
+
+
+def aligned_metrics(mean: np.ndarray, coverage: np.ndarray, count: int,
+                    input_size: Tuple[int, int]) -> Dict[str, object]:
+    """Metrics of a mean map, each offset weighted by its coverage fraction.
+
+    The offset's mean is normalised like any map (RepLKNet's log10(x + 1) / max)
+    and multiplied by ``coverage / count``: an offset every map saw counts fully,
+    one seen by a tenth of them a tenth, an unseen one not at all. Area ratios
+    are fractions of the input area (H x W), not of a larger canvas, so every
+    point set compares with the classic ERF, whose canvas is the image and whose
+    weights are all 1 (then these are exactly RepLKNet's numbers).
+    ``full_coverage_side`` is the side of the centred square seen by every map.
+    """
+    weights = np.zeros(mean.shape) if count == 0 else coverage / float(count)
+    values = np.where(np.isfinite(mean), mean, 0.0)
+    metrics = normalized_metrics(replknet_normalize(values) * weights, area_of=input_size)
+    metrics['shape'] = shape_metrics(values, weights)
+    metrics['count'] = int(count)
+    metrics['full_coverage_side'] = full_coverage_side(coverage, count)
+    return metrics
 
 
 @dataclass(frozen=True)
 class ERFResult:
-    """The mean ERF maps of one run.
+    """The mean ERF maps of one run, per target and group.
 
     Attributes:
-        maps: target -> raw mean map (H, W) float64.
-        num_images: images averaged (finite maps).
-        skipped: images whose map was non-finite, or that could not be read.
+        maps: target -> group -> mean canvas (NaN where no map covered it). The
+            classic ERF has one group, ``'centre'``, whose canvas is the S x S image:
+            ``result.maps['backbone.3']['centre']`` (or ``result.map('backbone.3')``).
+        coverage: group -> int64 canvas of covering maps.
+        counts: group -> points averaged.
+        zero_maps: target -> group -> points whose map was all zero (response <= 0).
+        num_images: images used (finite maps, or no point to draw).
+        skipped: images unreadable or whose every map was non-finite.
+        skipped_points: points with a non-finite map (left out of every group).
         input_size: (H, W) of every input.
+        points: the :class:`PointSpec` of the run.
         model_name: shown in titles.
-        meta: anything else worth keeping (response point, class index, checkpoint...).
-        metrics: target -> :func:`erf_metrics`, computed from ``maps``.
+        meta: anything else worth keeping (class index, checkpoint, options...).
+        metrics: target -> group -> :func:`aligned_metrics` (computed when absent).
     """
-    maps: Mapping[str, np.ndarray]
+    maps: Mapping[str, Mapping[str, np.ndarray]]
+    coverage: Mapping[str, np.ndarray]
+    counts: Mapping[str, int]
+    zero_maps: Mapping[str, Mapping[str, int]]
     num_images: int
     skipped: int
+    skipped_points: int
     input_size: Tuple[int, int]
+    points: PointSpec = PointSpec()
     model_name: str = ''
     meta: Mapping[str, object] = field(default_factory=dict)
-    metrics: Mapping[str, Dict] = field(default=None)
+    metrics: Mapping[str, Mapping[str, Dict]] = field(default=None)
 
     def __post_init__(self):
         object.__setattr__(self, 'input_size', tuple(int(s) for s in self.input_size))
         if self.metrics is None:
-            object.__setattr__(self, 'metrics',
-                               {t: erf_metrics(m) for t, m in self.maps.items()})
+            metrics = {}
+            for target, groups in self.maps.items():
+                metrics[target] = {}
+                for group, mean in groups.items():
+                    m = aligned_metrics(mean, self.coverage[group], self.counts[group],
+                                        self.input_size)
+                    m['zero_maps'] = int(self.zero_maps[target][group])
+                    metrics[target][group] = m
+            object.__setattr__(self, 'metrics', metrics)
+
+    @classmethod
+    def from_accumulator(cls, acc, points: PointSpec, model_name: str = '',
+                         meta: Optional[Mapping] = None) -> 'ERFResult':
+        if points.fixed_anchor:
+            acc.open_group(CENTRE)  # present even when no image gave a finite map
+        info = dict(meta or {}, backwards=acc.backwards, points_computed=acc.points)
+        return cls(maps={t: {g: acc.mean(t, g) for g in acc.groups} for t in acc.targets},
+                   coverage={g: acc.coverage[g].copy() for g in acc.groups},
+                   counts=dict(acc.counts),
+                   zero_maps={t: dict(acc.zero_maps[t]) for t in acc.targets},
+                   num_images=acc.images, skipped=acc.skipped,
+                   skipped_points=acc.skipped_points, input_size=acc.shape, points=points,
+                   model_name=model_name, meta=info)
+
+    @classmethod
+    def classic(cls, maps: Mapping[str, np.ndarray], num_images: int, skipped: int = 0,
+                input_size: Optional[Tuple[int, int]] = None, model_name: str = '',
+                meta: Optional[Mapping] = None) -> 'ERFResult':
+        """The result of the classic (centre) ERF from its mean maps ``{target: (H, W)}``
+        (every map averaged over all ``num_images``, as for a run read back or resampled)."""
+        maps = {t: np.asarray(m, dtype=np.float64) for t, m in maps.items()}
+        shape = tuple(next(iter(maps.values())).shape) if maps else tuple(input_size)
+        return cls(maps={t: {CENTRE: m} for t, m in maps.items()},
+                   coverage={CENTRE: np.full(shape, num_images, dtype=np.int64)},
+                   counts={CENTRE: int(num_images)},
+                   zero_maps={t: {CENTRE: 0} for t in maps}, num_images=num_images,
+                   skipped=skipped, skipped_points=0, input_size=input_size or shape,
+                   model_name=model_name, meta=dict(meta or {}))
 
     @property
     def targets(self):
         return list(self.maps)
+
+    @property
+    def groups(self):
+        return list(self.counts)
+
+    @property
+    def is_classic(self) -> bool:
+        """The classic ERF layout: the centre kind's one group on the image frame."""
+        return self.points.fixed_anchor
+
+    def _only_group(self, group: Optional[str]) -> str:
+        if group is not None:
+            return group
+        if len(self.groups) != 1:
+            raise ValueError(f'this run has {len(self.groups)} groups '
+                             f'({", ".join(self.groups[:5])}...); name one')
+        return self.groups[0]
+
+    def map(self, target: str, group: Optional[str] = None) -> np.ndarray:
+        """The mean map of one target and group (default: the run's only group)."""
+        return self.maps[target][self._only_group(group)]
+
+    def metrics_of(self, target: str, group: Optional[str] = None) -> Dict:
+        """The metrics of one target and group (default: the run's only group)."""
+        return self.metrics[target][self._only_group(group)]
+
+    def canvas_shape(self) -> Tuple[int, int]:
+        return next(iter(self.coverage.values())).shape if self.coverage else (0, 0)
 
     def title(self, target: str) -> str:
         h, w = self.input_size
@@ -77,52 +186,103 @@ class ERFResult:
         return f'{model}{target}\nN={self.num_images} images, {h}x{w}'
 
     def heatmap(self, target: str, normalization: str = 'replknet') -> np.ndarray:
-        """RGB uint8 heatmap of one target, as written to ``erf_<target>.png``."""
-        return render_heatmap(self.maps[target], self.title(target), normalization)
+        """RGB uint8 heatmap of one target's only group, as written to ``erf_<target>.png``."""
+        return render_heatmap(self.map(target), self.title(target), normalization)
 
     def to_json(self) -> dict:
-        return {
-            'num_images': self.num_images,
-            'skipped': self.skipped,
-            'input_size': list(self.input_size),
-            'model': self.model_name,
-            'meta': dict(self.meta),
-            'targets': {t: self.metrics[t] for t in self.maps},
+        info = {
+            'num_images': self.num_images, 'skipped': self.skipped,
+            'skipped_points': self.skipped_points, 'input_size': list(self.input_size),
+            'canvas_size': list(self.canvas_shape()), 'model': self.model_name,
+            'meta': dict(self.meta), 'points': self.points.to_json(),
+            'groups': dict(self.counts),
         }
+        if self.is_classic:
+            info['targets'] = {t: self.metrics[t][CENTRE] for t in self.maps}
+        else:
+            info.update(kind='points', few_points=FEW_POINTS)
+            info['targets'] = {t: dict(self.metrics[t]) for t in self.maps}
+        return info
 
     def write(self, out_dir: str, images: bool = True) -> Dict[str, np.ndarray]:
-        """Write the run directory; returns ``{target: heatmap RGB}`` (empty without images).
-
-        Each file is written beside its final name and renamed into place, so a
-        crash leaves every file whole (the old one or the new one); ``metrics.json``
-        comes last.
-        """
+        """Write the run directory; returns ``{target: heatmap RGB}`` of a classic run
+        (empty without images, or for other point sets, whose figures are files only)."""
         os.makedirs(out_dir, exist_ok=True)
         heatmaps = {}
-        for target, erf_map in self.maps.items():
-            with _replacing(os.path.join(out_dir, target_filename(target, '.npy'))) as tmp:
-                with open(tmp, 'wb') as f:
-                    np.save(f, erf_map)
-            if images:
-                heatmaps[target] = self.heatmap(target)
-                with _replacing(os.path.join(out_dir, target_filename(target, '.png'))) as tmp:
-                    save_heatmap(erf_map, tmp, rgb=heatmaps[target])
-        with _replacing(os.path.join(out_dir, METRICS_FILE)) as tmp:
+        if self.is_classic:
+            for target in self.maps:
+                erf_map = self.map(target, CENTRE)
+                _save_array(os.path.join(out_dir, target_filename(target, '.npy')), erf_map)
+                if images:
+                    heatmaps[target] = self.heatmap(target)
+                    with replacing(os.path.join(out_dir,
+                                                target_filename(target, '.png'))) as tmp:
+                        save_heatmap(erf_map, tmp, rgb=heatmaps[target])
+        else:
+            for group, cover in self.coverage.items():
+                _save_array(os.path.join(out_dir, coverage_filename(group)), cover)
+            for target, groups in self.maps.items():
+                for group, mean in groups.items():
+                    _save_array(os.path.join(out_dir, aligned_filename(target, group)), mean)
+            if images and self.counts:
+                write_point_figures(self, out_dir)
+        with replacing(os.path.join(out_dir, METRICS_FILE)) as tmp:
             with open(tmp, 'w') as f:
                 json.dump(self.to_json(), f, indent=2)
         return heatmaps
 
     @classmethod
     def read(cls, out_dir: str) -> 'ERFResult':
-        """Read a run directory written by :meth:`write` (by any of the three doors)."""
+        """Read a run directory written by :meth:`write` (by any of the three doors, and
+        by earlier versions: a classic run's ``metrics.json`` without ``points``)."""
         path = os.path.join(out_dir, METRICS_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f'{path} not found: {out_dir} is not an ERF run '
                                     f'directory (run tools/erf_seg.py first)')
         with open(path) as f:
             info = json.load(f)
-        maps = {t: np.load(os.path.join(out_dir, target_filename(t, '.npy')))
-                for t in info['targets']}
-        return cls(maps=maps, num_images=info['num_images'], skipped=info['skipped'],
-                   input_size=tuple(info['input_size']), model_name=info.get('model', ''),
-                   meta=info.get('meta', {}), metrics=info['targets'])
+        meta = info.get('meta', {})
+        spec = dict(info.get('points') or {'point': meta.get('point', (0.5, 0.5))})
+        spec['class_names'] = tuple(spec.get('class_names', ()))
+        spec = PointSpec(**spec)
+        size = tuple(info['input_size'])
+        if info.get('kind') != 'points':
+            maps = {t: {CENTRE: np.load(os.path.join(out_dir, target_filename(t, '.npy')))}
+                    for t in info['targets']}
+            count = int(info.get('groups', {}).get(CENTRE, info['num_images']))
+            shape = next(iter(maps.values()))[CENTRE].shape if maps else size
+            return cls(maps=maps, coverage={CENTRE: np.full(shape, count, dtype=np.int64)},
+                       counts={CENTRE: count},
+                       zero_maps={t: {CENTRE: m.get('zero_maps', 0)}
+                                  for t, m in info['targets'].items()},
+                       num_images=info['num_images'], skipped=info['skipped'],
+                       skipped_points=info.get('skipped_points', 0), input_size=size,
+                       points=spec, model_name=info.get('model', ''), meta=meta,
+                       metrics={t: {CENTRE: m} for t, m in info['targets'].items()})
+        groups = info['groups']
+        return cls(
+            maps={t: {g: np.load(os.path.join(out_dir, aligned_filename(t, g)))
+                      for g in groups} for t in info['targets']},
+            coverage={g: np.load(os.path.join(out_dir, coverage_filename(g)))
+                      for g in groups},
+            counts={g: int(c) for g, c in groups.items()},
+            zero_maps={t: {g: m['zero_maps'] for g, m in gm.items()}
+                       for t, gm in info['targets'].items()},
+            num_images=info['num_images'], skipped=info['skipped'],
+            skipped_points=info['skipped_points'], input_size=size, points=spec,
+            model_name=info.get('model', ''), meta=meta, metrics=info['targets'])
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    with replacing(path) as tmp:
+        with open(tmp, 'wb') as f:
+            np.save(f, array)
+
+
+def is_point_run(out_dir: str) -> bool:
+    """Whether ``out_dir`` holds a run of grouped points (not the classic layout)."""
+    path = os.path.join(out_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get('kind') == 'points'

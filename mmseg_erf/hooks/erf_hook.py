@@ -9,10 +9,13 @@ from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
 from .. import validation
-from ..api import DEFAULT_TARGETS, feed_batch, reduce_session
 from ..engine import ERFSession, FeatureTaps
-from ..heads import head_runner_for
 from ..errors import ERFUsageError
+from ..heads import head_runner_for
+from ..run import DEFAULT_TARGETS, ERFRequest, feed_batch, open_session, reduce_session
+from ..run.data import dataset_classes
+from ..run.loop import batch_size_of
+from ..run.summary import log_line, scalars
 from ..segmentor import unwrap
 
 
@@ -34,10 +37,19 @@ class ERFHook(Hook):
     During training every ``interval``-th validation writes a snapshot to
     ``<out_dir>/iter_<iteration>/``: the ERF's evolution over training. A test
     run writes ``<out_dir>/test/``. Each snapshot holds the run-directory files
-    (``erf_<target>.npy``/``.png``, ``metrics.json``); the area ratios go to the
-    message hub as ``<mode>/erf/<target>/area_<t>`` (so the log line and every
+    (``erf_<target>.npy``/``.png``, ``metrics.json``, as the CLI writes them); the
+    numbers of the CLI's summary table go to the message hub as
+    ``<mode>/erf/<target>/area_<t>``, ``.../radius``... (so the log line and every
     visualizer backend receive them) and each heatmap to
-    ``runner.visualizer.add_image``.
+    ``runner.visualizer.add_image`` as ``erf_<target>``.
+
+    Geometry: the hook takes the val batches as the val pipeline made them. With
+    ``input_size=None`` (default) S is the smallest short side of the snapshot's
+    first batch, and every image is centre-cropped to S x S (resized only when its
+    short side differs from S): what the val pipeline already sized is not
+    resampled again. With ``input_size=S`` each image's short side is resized to S
+    first, as the CLI does; on images the val pipeline leaves at short side S (or
+    does not resize) the hook's maps equal the CLI's and ``compute_erf``'s.
 
     The hook never changes training: it takes gradients with respect to the
     inputs only (parameter ``.grad`` stays untouched), uses the model in the
@@ -53,8 +65,9 @@ class ERFHook(Hook):
         targets (Sequence[str]): target names, default the last backbone stage.
             See :mod:`mmseg_erf.engine.targets`.
         num_images (int): images averaged per snapshot. Default 50.
-        input_size (int): side S of the square input (short side resized to S,
-            centre crop). Default 1024.
+        input_size (int, optional): side S of the square input (short side
+            resized to S, centre crop). Default None: the val batches' own short
+            side (see Geometry above).
         interval (int): compute on every ``interval``-th validation. Default 1.
         out_dir (str, optional): default ``<work_dir>/erf``.
         point (Sequence[float]): relative response point (y, x). Default centre.
@@ -73,28 +86,21 @@ class ERFHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, targets: Union[str, Sequence[str]] = DEFAULT_TARGETS,
-                 num_images: int = 50, input_size: int = 1024, interval: int = 1,
+                 num_images: int = 50, input_size: Optional[int] = None, interval: int = 1,
                  out_dir: Optional[str] = None, point: Sequence[float] = (0.5, 0.5),
                  class_index: Optional[int] = None, on_val: bool = True,
                  on_test: bool = True, strict: bool = False, points=None):
-        self.targets = [targets] if isinstance(targets, str) else list(targets)
-        validation.check_values(validation.hook_name, num_images=num_images,
-                                input_size=input_size, point=point, class_index=class_index,
-                                targets=self.targets)
+        self.request = ERFRequest.create(
+            validation.hook_name, points=points, point=point, targets=targets,
+            num_images=num_images, input_size=input_size, class_index=class_index)
         if not validation.is_integer(interval) or interval < 1:
             raise ERFUsageError(f'ERFHook interval must be an integer >= 1, got {interval!r}')
         if out_dir is not None and not isinstance(out_dir, str):
             raise ERFUsageError(f'ERFHook out_dir must be a folder path, got {out_dir!r}')
-        self.num_images = num_images
-        self.input_size = int(input_size)
         self.interval = interval
         self.out_dir = out_dir
-        self.point = tuple(point)
-        self.class_index = class_index
         self.on_val, self.on_test = on_val, on_test
         self.strict = bool(strict)
-        from ..point_doors import parse_points
-        self.points = parse_points(points)
         self._val_count = 0
         self._session: Optional[ERFSession] = None
         self._failure: Optional[str] = None
@@ -106,9 +112,11 @@ class ERFHook(Hook):
         if not (self.on_val or self.on_test):
             return
         model = unwrap(runner.model)
-        taps = FeatureTaps(model, self.targets, head_runner_for(model))
+        request = self.request
+        taps = FeatureTaps(model, request.targets, head_runner_for(model))
         device = next(model.parameters(), torch.zeros(0)).device
-        validation.check_model(model, taps, self.targets, self.class_index, self.input_size,
+        size = request.input_size or _probe_size(runner)
+        validation.check_model(model, taps, request.targets, request.class_index, size,
                                device, validation.hook_name)
 
     def before_val_epoch(self, runner) -> None:
@@ -166,21 +174,19 @@ class ERFHook(Hook):
     # ---- work --------------------------------------------------------------------
     def _start(self, runner, dataloader=None) -> None:
         model = unwrap(runner.model)
-        if self.points is None:
-            self._session = ERFSession(model, self.targets, self.num_images, self.point,
-                                       self.class_index, head_runner_for(model))
-        else:
-            from ..point_doors import dataset_classes, make_session
-            self._session = make_session(model, self.targets, self.num_images, self.points,
-                                         self.class_index,
-                                         dataset_classes(getattr(dataloader, 'dataset', None)))
+        classes = dataset_classes(getattr(dataloader, 'dataset', None)) or \
+            (getattr(model, 'dataset_meta', None) or {}).get('classes')
+        self._session = open_session(model, self.request.with_class_names(classes))
+        self._size = self.request.input_size
         self._seen = 0
 
     def _feed(self, runner, data_batch, dataloader) -> None:
         if self._session is None or data_batch is None:
             return
-        feed_batch(unwrap(runner.model), self._session, data_batch, self.input_size,
-                   self._seen, len(dataloader.dataset))
+        self._size = self._size or batch_size_of(data_batch)
+        if self._size is not None:
+            feed_batch(unwrap(runner.model), self._session, data_batch, self._size,
+                       self._seen, len(dataloader.dataset))
         self._seen += len(data_batch['inputs'])
 
     def _finish(self, runner, mode: str, snapshot: str) -> None:
@@ -196,36 +202,20 @@ class ERFHook(Hook):
         result = session.result(model_name, meta=dict(mode=mode, iteration=_iteration(runner),
                                                       world_size=get_world_size()))
         out_dir = osp.join(self.out_dir or osp.join(runner.work_dir, 'erf'), snapshot)
-        if self.points is not None:
-            return self._finish_points(runner, mode, result, out_dir)
         if is_main_process():
             heatmaps = result.write(out_dir)
             for target, rgb in heatmaps.items():
                 # no '/' in the name: LocalVisBackend writes <name>_<step>.png into one folder
                 runner.visualizer.add_image(f'erf_{target}', rgb, step=_iteration(runner))
-        for target, metrics in result.metrics.items():
-            for threshold, ratio in metrics['area_ratio'].items():
-                if ratio is not None:
-                    runner.message_hub.update_scalar(f'{mode}/erf/{target}/area_{threshold}',
-                                                     ratio)
-        summary = ', '.join(f'{t}: area@0.5={m["area_ratio"]["0.5"]}'
-                            for t, m in result.metrics.items())
-        runner.logger.info(f'ERF of {result.num_images} images ({result.skipped} skipped) '
-                           f'at {self.input_size}x{self.input_size} -> {out_dir}; {summary}')
+        for key, value in scalars(result, mode).items():
+            runner.message_hub.update_scalar(key, value)
+        runner.logger.info(log_line(result, out_dir))
 
 
-    def _finish_points(self, runner, mode: str, result, out_dir: str) -> None:
-        if is_main_process():
-            result.write(out_dir)
-        for target, groups in result.metrics.items():
-            for group, metrics in groups.items():
-                key = f'{mode}/erf/{target}/{group}'
-                if metrics['area_ratio']['0.5'] is not None:
-                    runner.message_hub.update_scalar(f'{key}/area_0.5',
-                                                     metrics['area_ratio']['0.5'])
-                if metrics['effective_radius'] is not None:
-                    runner.message_hub.update_scalar(f'{key}/radius',
-                                                     metrics['effective_radius'])
-        runner.logger.info(f'ERF at {result.meta["points_computed"]} {self.points.kind} '
-                           f'points of {result.num_images} images ({result.skipped} '
-                           f'skipped), {len(result.groups)} groups -> {out_dir}')
+def _probe_size(runner) -> int:
+    """The size ``before_run`` checks when the hook takes the val batches' own: the
+    config's test/val crop or scale, else 512 (the real size is known at the first
+    batch, which diagnoses a refusal itself)."""
+    from ..input_size import config_sizes
+    sizes = config_sizes(getattr(runner, 'cfg', None))
+    return sizes[0] if sizes else 512

@@ -4,16 +4,16 @@ import pytest
 import torch
 from torch import nn
 
-from mmseg_erf.engine import (MissingLabelsError, PointResult, PointSession, PointSpec)
-from mmseg_erf.engine.aligned import AlignedAccumulator, placement
+from mmseg_erf.engine import ERFResult, ERFSession, MissingLabelsError, PointSpec
+from mmseg_erf.engine.accumulator import ERFAccumulator, placement
 from mmseg_erf.engine.metrics import normalized_metrics, replknet_normalize
-from mmseg_erf.engine.point_result import aligned_metrics
+from mmseg_erf.engine.result import aligned_metrics
 
 from .toy_models import ToySegmentor, conv
 
 
 def run_points(model, targets, images, spec, labels=None, batch_size=1, **kwargs):
-    session = PointSession(model, targets, num_images=len(images), points=spec, **kwargs)
+    session = ERFSession(model, targets, num_images=len(images), points=spec, **kwargs)
     for start in range(0, len(images), batch_size):
         part = None if labels is None else labels[start:start + batch_size]
         session.process(images[start:start + batch_size], labels=part)
@@ -47,7 +47,7 @@ def test_single_conv_aligned_erf_is_the_kernel_everywhere_with_exact_coverage():
     expected = np.zeros((2 * h - 1, 2 * w - 1))
     expected[h - 1 - 2:h + 2, w - 1 - 2:w + 2] = kernel
     np.testing.assert_allclose(acc.mean('output', 'class_0'), expected, rtol=0, atol=1e-12)
-    assert session.backwards == h * w    # one backward per point index, both images at once
+    assert session.accumulator.backwards == h * w    # one backward per point index, both images at once
 
 
 def test_border_point_gets_the_truncated_kernel_and_nan_where_unseen():
@@ -139,19 +139,19 @@ def test_batches_equal_single_images(spec):
         for t in targets:
             np.testing.assert_allclose(b.sums[t][g], a.sums[t][g], rtol=1e-5, atol=1e-9)
     # one backward per point index per batch: 4 batches of 1 cost more than 1 of 4
-    assert four.backwards == max(len(p) for p in four.image_points(
+    assert four.accumulator.backwards == max(len(p) for p in four.image_points(
         images, range(4), labels))
 
 
 def test_missing_labels_name_the_way_out():
-    session = PointSession(ToySegmentor().eval(), ['backbone.1'], 2,
+    session = ERFSession(ToySegmentor().eval(), ['backbone.1'], 2,
                            points=PointSpec('per-class'))
     with pytest.raises(MissingLabelsError, match='--points predicted'):
         session.process(torch.randn(1, 3, 16, 16))
 
 
 def test_non_finite_point_is_skipped_for_every_group_and_target():
-    acc = AlignedAccumulator(['a', 'b'], (4, 4))
+    acc = ERFAccumulator(['a', 'b'], (4, 4))
     good, bad = np.ones((4, 4)), np.ones((4, 4))
     bad[1, 1] = np.nan
     kept = acc.add({'a': np.stack([good, good]), 'b': np.stack([good, bad])},
@@ -161,7 +161,7 @@ def test_non_finite_point_is_skipped_for_every_group_and_target():
 
 
 def test_placement_window():
-    canvas, src = placement((10, 10), (1, 8), (2, 2))
+    canvas, src = placement((10, 10), (1, 8), (2, 2, 2, 2))
     assert canvas == (slice(1, 5), slice(0, 4)) and src == (slice(0, 4), slice(6, 10))
 
 
@@ -190,7 +190,7 @@ def test_point_result_round_trip(tmp_path):
                          PointSpec('boundary', cap=2, class_names=('a', 'b', 'c')), labels)
     result = session.result('toy')
     result.write(str(tmp_path))
-    back = PointResult.read(str(tmp_path))
+    back = ERFResult.read(str(tmp_path))
     assert back.counts == result.counts and back.points == result.points
     for t in result.targets:
         for g in result.groups:

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmseg_erf.engine import ERFSession, FeatureTaps, input_gradient_maps, response_index
+from mmseg_erf.engine import (ERFSession, FeatureTaps, PointSpec, input_gradient_maps,
+                               response_index)
 from mmseg_erf.engine.targets import TargetError
 
 from .toy_models import NaNOnNegativeMean, ToySegmentor, conv
@@ -24,7 +25,7 @@ def test_single_conv_map_is_rectified_kernel_around_centre():
     expected = np.zeros((17, 17))
     weight = model[0].weight.detach()   # the kernel as the layer holds it
     expected[8 - 2:8 + 3, 8 - 2:8 + 3] = weight.clamp(min=0).sum(dim=1)[0].numpy()
-    np.testing.assert_allclose(result.maps['output'], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.map('output'), expected, rtol=0, atol=1e-12)
     assert result.num_images == 4 and result.skipped == 0
 
 
@@ -48,7 +49,7 @@ def test_negative_response_channels_do_not_contribute():
     result = run_session(model, ['output'], images)
     expected = np.zeros((15, 15))
     expected[7 - 2:7 + 3, 7 - 2:7 + 3] = kernels[0].clamp(min=0).sum(dim=0).numpy()
-    np.testing.assert_allclose(result.maps['output'], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.map('output'), expected, rtol=0, atol=1e-12)
     both = kernels.sum(dim=0).clamp(min=0).sum(dim=0).numpy()
     assert np.abs(both - expected[5:10, 5:10]).max() > 0.1  # the mutations' map differs
 
@@ -64,7 +65,7 @@ def test_stacked_linear_convs_give_box_filter_convolution():
     profile = np.convolve(np.convolve(np.ones(3), np.ones(3)), np.ones(3))
     expected = np.zeros((21, 21))
     expected[10 - 3:10 + 4, 10 - 3:10 + 4] = 3 * np.outer(profile, profile)
-    np.testing.assert_allclose(result.maps['output'], expected, atol=1e-12)
+    np.testing.assert_allclose(result.map('output'), expected, atol=1e-12)
 
 
 def test_response_point_moves_the_map():
@@ -72,9 +73,9 @@ def test_response_point_moves_the_map():
     kernel[0, :, 1, 1] = 1.0
     model = nn.Sequential(conv(3, 1, kernel, 1.0)).double().eval()
     result = run_session(model, ['output'], torch.rand(1, 3, 20, 20, dtype=torch.float64),
-                         point=(0.25, 0.75))
+                         points=PointSpec(point=(0.25, 0.75)))
     assert response_index(20, 20, (0.25, 0.75)) == (5, 15)
-    assert np.argwhere(result.maps['output'] > 0).tolist() == [[5, 15]]
+    assert np.argwhere(result.map('output') > 0).tolist() == [[5, 15]]
 
 
 def test_batch_one_equals_batch_four():
@@ -83,7 +84,7 @@ def test_batch_one_equals_batch_four():
     single = run_session(model, ['backbone.1', 'seg_logits'], images, batch_size=1)
     batched = run_session(model, ['backbone.1', 'seg_logits'], images, batch_size=4)
     for name in single.maps:
-        np.testing.assert_allclose(batched.maps[name], single.maps[name], rtol=1e-5,
+        np.testing.assert_allclose(batched.map(name), single.map(name), rtol=1e-5,
                                    atol=1e-9)
 
 
@@ -94,7 +95,7 @@ def test_several_targets_in_one_pass_equal_separate_passes():
     together = run_session(model, targets, images, batch_size=3)
     for name in targets:
         alone = run_session(model, [name], images, batch_size=3)
-        np.testing.assert_allclose(together.maps[name], alone.maps[name], rtol=1e-6,
+        np.testing.assert_allclose(together.map(name), alone.map(name), rtol=1e-6,
                                    atol=1e-12)
 
 
@@ -159,8 +160,8 @@ def test_nan_maps_are_skipped_and_counted():
     result = run_session(model, ['output'], images, batch_size=3)
     assert (result.num_images, result.skipped) == (4, 2)
     clean = run_session(model, ['output'], images[[0, 2, 3, 5]], batch_size=2)
-    np.testing.assert_allclose(result.maps['output'], clean.maps['output'], rtol=1e-6)
-    assert np.isfinite(result.maps['output']).all()
+    np.testing.assert_allclose(result.map('output'), clean.map('output'), rtol=1e-6)
+    assert np.isfinite(result.map('output')).all()
 
 
 def test_class_index_restricts_logit_targets():
@@ -192,4 +193,4 @@ def test_positions_beyond_limit_and_dataset_length_are_dropped():
     x = torch.rand(4, 3, 9, 9, dtype=torch.float64)
     assert session.process(x, positions=[0, 2, 4, 6], limit=100) == 3
     assert session.process(x, positions=[1, 3, 5, 7], limit=4) == 2
-    assert session.accumulator.count == 5
+    assert session.accumulator.images == 5

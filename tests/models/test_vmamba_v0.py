@@ -85,7 +85,7 @@ def test_erf_through_the_engine_session(mini):
     session = ERFSession(build(kwargs, state), ['outnorm3'], num_images=1)
     assert session.process(io['input']) == 1  # only position 0 is wanted
     result = session.result()
-    erf = torch.from_numpy(result.maps['outnorm3']).float()
+    erf = torch.from_numpy(result.map('outnorm3')).float()
     assert result.num_images == 1 and erf.shape == (64, 64)
     assert relative_error(erf, io['erf_stage3']) < 1e-4
 

@@ -6,9 +6,9 @@ import os
 import os.path as osp
 from typing import Mapping, Optional, Tuple
 
-from .engine import ERFAccumulator, ERFSession
-from .engine.result import METRICS_FILE
-from .errors import ERFUsageError, OutDirError, RunStateError
+from ..engine import ERFAccumulator, ERFSession
+from ..engine.files import METRICS_FILE
+from ..errors import ERFUsageError, OutDirError, RunStateError
 
 # fingerprint entries that do not change the maps: a run directory written with
 # another number of processes holds the same results
@@ -31,8 +31,8 @@ class RunState:
     """This rank's running sums in ``<out_dir>/.erf_state/rank<r>.npz``.
 
     The file records how many of this rank's samples were consumed and a
-    fingerprint of everything that shapes the maps (config, checkpoint, targets,
-    size, point, class, seed, number of processes), so ``--resume`` never
+    fingerprint of everything that shapes the maps (:meth:`ERFRequest.fingerprint`
+    and the number of processes), for every kind of run, so ``--resume`` never
     continues a different run. Saves are atomic (write, flush to disk, then
     rename): a crash leaves the previous file or the new one.
 
@@ -86,9 +86,9 @@ class RunState:
         """Load the saved sums into ``session``; returns the samples already consumed."""
         accumulator, seen = self.load()
         names = tuple(session.taps.names)
-        if accumulator.names != names:
+        if accumulator.targets != names:
             raise RunStateError(f'cannot resume: the saved state {self.path} holds targets '
-                                f'{", ".join(accumulator.names)}, this run computes '
+                                f'{", ".join(accumulator.targets)}, this run computes '
                                 f'{", ".join(names)}; delete {osp.dirname(self.path)} and '
                                 f'rerun without --resume')
         session.accumulator = accumulator

@@ -8,29 +8,31 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .compare_tables import write_tables
-from .engine.point_plots import _show, sorted_groups
-from .engine.point_result import FEW_POINTS, PointResult
-from .errors import ERFUsageError
+from ..engine import ERFResult
+from ..engine.point_plots import FEW_POINTS, _show, sorted_groups
+from ..errors import ERFUsageError
+from .modes import check_out, save_figure
+from .runs import read_run
+from .tables import write_tables
 
 COLUMNS = ['group', 'run', 'target', 'count', 'area_0.5', 'effective_radius', 'sigma_y',
            'sigma_x', 'anisotropy', 'gauss_r2', 'run_dir']
 
 
-def _read(path: str) -> PointResult:
-    try:
-        return PointResult.read(path)
-    except (FileNotFoundError, ValueError) as error:
-        raise ERFUsageError(f'{path} is not a point run directory ({error}); compare runs '
-                            f'made with --points') from None
+def _read(path: str) -> ERFResult:
+    result = read_run(path)
+    if result.is_classic:
+        raise ERFUsageError(f'{path} is not a point run (run with --points); compare runs '
+                            f'made with --points')
+    return result
 
 
 def compare_points(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] = None,
                    target: Optional[str] = None, dpi: int = 100) -> Tuple[List[Dict], List[str]]:
     """Draw and tabulate the groups of point runs; returns (rows, written paths)."""
+    check_out(out)
     results = [_read(p) for p in run_dirs]
     labels = list(labels or [os.path.basename(os.path.normpath(p)) for p in run_dirs])
     if len(labels) != len(results):
@@ -79,8 +81,7 @@ def _figure(results, labels, target, groups, out, dpi) -> None:
     fig.suptitle(f'{target}: aligned ERF per group (rows by the first run\'s effective '
                  f'radius)', fontsize=8)
     fig.tight_layout()
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
 
 
 def _fmt(value, digits: int) -> str:

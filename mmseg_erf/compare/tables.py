@@ -26,7 +26,7 @@ def table_rows(runs: Sequence, targets: Sequence[str]) -> List[Dict[str, object]
     rows = []
     for run in runs:
         for target in targets:
-            m = run.result.metrics[target]
+            m = run.result.metrics_of(target)
             com = m.get('center_of_mass') or [None, None]
             size = size_text(run.result.input_size)
             if run.resampled_from:

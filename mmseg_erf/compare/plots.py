@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .engine.plotting import CMAP, normalize
+from ..engine.plotting import CMAP, normalize
 
 PANEL = 2.4       # side of one map panel
 COL_GAP = 0.15    # between columns
@@ -123,7 +123,7 @@ def grid_figure(runs, targets: Sequence[str], normalization: str, scale: str) ->
     """Heatmaps: one row per run, one column per target, one colour bar."""
     rows, cols = len(runs), len(targets)
     fig = _new_figure(*grid_size_inches(rows, cols))
-    maps = [run.result.maps[t] for run in runs for t in targets]
+    maps = [run.result.map(t) for run in runs for t in targets]
     shown = display_maps(maps, normalization, scale)
     image = None
     for k, data in enumerate(shown):
@@ -131,7 +131,7 @@ def grid_figure(runs, targets: Sequence[str], normalization: str, scale: str) ->
         run, target = runs[row], targets[col]
         ax = _panel(fig, row, col)
         image = ax.imshow(data, cmap=CMAP, vmin=0.0, vmax=1.0)
-        ax.set_xlabel(_metrics_line(run.result.metrics[target]), fontsize=7)
+        ax.set_xlabel(_metrics_line(run.result.metrics_of(target)), fontsize=7)
         if row == 0:
             ax.set_title(_wrap(target), fontsize=9)
         if col == 0:
@@ -188,13 +188,13 @@ def overlay_figure(runs, targets: Sequence[str], image: np.ndarray, normalizatio
             ax.imshow(image)
             size = run.result.input_size
             if contours in ('squares', 'both'):
-                _draw_squares(ax, run.result.metrics[target], size)
+                _draw_squares(ax, run.result.metrics_of(target), size)
             if contours in ('levels', 'both'):
-                _draw_levels(ax, normalize(run.result.maps[target], normalization))
+                _draw_levels(ax, normalize(run.result.map(target), normalization))
             # contours must not widen the view beyond the image
             ax.set_xlim(-0.5, size[1] - 0.5)
             ax.set_ylim(size[0] - 0.5, -0.5)
-            ax.set_xlabel(_metrics_line(run.result.metrics[target]), fontsize=7)
+            ax.set_xlabel(_metrics_line(run.result.metrics_of(target)), fontsize=7)
             if row == 0:
                 ax.set_title(_wrap(target), fontsize=9)
             if col == 0:
@@ -215,14 +215,14 @@ def evolution_figure(runs, iterations: Sequence[int], target: str, normalization
     grid_h += (rows - 1) * TITLE
     plot_w = max(grid_w - LEFT - RIGHT, PLOT_MIN_WIDTH)
     fig = _new_figure(LEFT + plot_w + RIGHT, grid_h + PLOT_TOP + PLOT + PLOT_BOTTOM)
-    shown = display_maps([run.result.maps[target] for run in runs], normalization, scale)
+    shown = display_maps([run.result.map(target) for run in runs], normalization, scale)
     image = None
     for k, (run, data) in enumerate(zip(runs, shown)):
         row, col = divmod(k, cols)
         ax = _panel(fig, row, col, titled=True)
         image = ax.imshow(data, cmap=CMAP, vmin=0.0, vmax=1.0)
         ax.set_title(run.label, fontsize=9)
-        ax.set_xlabel(_metrics_line(run.result.metrics[target]), fontsize=7)
+        ax.set_xlabel(_metrics_line(run.result.metrics_of(target)), fontsize=7)
     _colour_bar(fig, image, rows, cols, _scale_label(normalization, scale))
     size = 'x'.join(str(s) for s in runs[0].result.input_size)
     fig.suptitle(f'ERF of {target} over training ({runs[0].result.model_name or "model"}, '
@@ -236,7 +236,7 @@ def evolution_figure(runs, iterations: Sequence[int], target: str, normalization
 def _area_curves(ax, runs, iterations: Sequence[int], target: str) -> None:
     plotted = []
     for threshold, colour in THRESHOLD_COLOURS.items():
-        values = [run.result.metrics[target]['area_ratio'].get(threshold) for run in runs]
+        values = [run.result.metrics_of(target)['area_ratio'].get(threshold) for run in runs]
         # None (no square held that share) is a gap in the line, not a zero
         ys = np.array([np.nan if v is None else v for v in values], dtype=float)
         ax.plot(iterations, ys, marker='o', color=colour, label=f'area@{threshold}')
