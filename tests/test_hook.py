@@ -46,8 +46,8 @@ def test_hook_in_val_and_test(tmp_path, voc_tree):
     np.testing.assert_allclose(np.load(test_dir / 'erf_backbone.1.npy'),
                                api.map('backbone.1'), rtol=1e-5)
     scalars = runner.message_hub.log_scalars
-    assert 'test/erf/decode_head/area_0.5' in scalars
-    assert 'val/erf/backbone.1/area_0.2' in scalars
+    assert 'test/erf/decode_head/area_0.5_pct' in scalars
+    assert 'val/erf/backbone.1/area_0.2_pct' in scalars
     vis = list((tmp_path / 'work').rglob('vis_image/erf*'))
     assert vis, 'heatmaps were not sent to the visualizer'
 
@@ -229,8 +229,9 @@ def test_tensorboard_receives_heatmaps_and_scalars(tmp_path, voc_tree):
         png = np.asarray(Image.open(written / f'erf_{target}.png').convert('RGB'))
         assert (images[0].height, images[0].width) == png.shape[:2]
     # mmengine's log processor drops the 'val/' prefix of the message hub's keys
-    area_tags = [t for t in tags['scalars'] if 'erf/' in t and t.endswith('area_0.5')]
-    assert sorted(area_tags) == [f'erf/{t}/area_0.5' for t in ('backbone.1', 'decode_head')]
+    area_tags = [t for t in tags['scalars'] if 'erf/' in t and t.endswith('area_0.5_pct')]
+    assert sorted(area_tags) == [f'erf/{t}/area_0.5_pct' for t in ('backbone.1', 'decode_head')]
     metrics = json.loads((written / 'metrics.json').read_text())
-    logged = accumulator.Scalars('erf/decode_head/area_0.5')[0].value
-    assert logged == pytest.approx(metrics['targets']['decode_head']['area_ratio']['0.5'])
+    # in percent: mmengine's log line prints 4 decimals
+    logged = accumulator.Scalars('erf/decode_head/area_0.5_pct')[0].value
+    assert logged == pytest.approx(100 * metrics['targets']['decode_head']['area_ratio']['0.5'])

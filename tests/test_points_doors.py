@@ -89,7 +89,7 @@ def test_three_doors_give_identical_per_class_maps(square_tree):
     assert (cli_dir / 'groups_chart_decode_head.png').is_file()
     # random weights: some classes' logits are negative at their pixels (zero maps)
     scalars = runner.message_hub.log_scalars
-    assert {f'test/erf/backbone.1/{c}/area_0.5' for c in CLASSES} <= set(scalars)
+    assert {f'test/erf/backbone.1/{c}/area_0.5_pct' for c in CLASSES} <= set(scalars)
 
 
 def test_per_class_without_labels_is_one_sentence_and_predicted_works(square_tree, capsys):

@@ -72,7 +72,7 @@ def test_wandb_offline_receives_heatmaps_and_scalars(tmp_path, voc_tree, monkeyp
     deadline = time.monotonic() + 60
     while True:
         history = _history(run_files[0])
-        if any('area_0.5' in key for key in history) or time.monotonic() > deadline:
+        if any('area_0.5_pct' in key for key in history) or time.monotonic() > deadline:
             break
         time.sleep(1)
     written = tmp_path / 'work' / 'erf' / 'iter_0'
@@ -82,7 +82,7 @@ def test_wandb_offline_receives_heatmaps_and_scalars(tmp_path, voc_tree, monkeyp
         media = runs[0] / 'files' / history[f'erf_{target}/path']
         png = np.asarray(Image.open(written / f'erf_{target}.png').convert('RGB'))
         assert np.asarray(Image.open(media).convert('RGB')).shape == png.shape
-        scalar = [k for k in history if k.endswith(f'erf/{target}/area_0.5')]
+        scalar = [k for k in history if k.endswith(f'erf/{target}/area_0.5_pct')]
         assert scalar, f'no area scalar of {target} among {sorted(history)}'
         assert history[scalar[0]] == pytest.approx(
-            metrics['targets'][target]['area_ratio']['0.5'])
+            100 * metrics['targets'][target]['area_ratio']['0.5'])

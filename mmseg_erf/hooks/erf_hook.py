@@ -39,8 +39,8 @@ class ERFHook(Hook):
     run writes ``<out_dir>/test/``. Each snapshot holds the run-directory files
     (``erf_<target>.npy``/``.png``, ``metrics.json``, as the CLI writes them); the
     numbers of the CLI's summary table go to the message hub as
-    ``<mode>/erf/<target>/area_<t>``, ``.../radius``... (so the log line and every
-    visualizer backend receive them) and each heatmap to
+    ``<mode>/erf/<target>/area_<t>_pct`` (percent), ``.../radius_px``... (so the log
+    line and every visualizer backend receive them) and each heatmap to
     ``runner.visualizer.add_image`` as ``erf_<target>``.
 
     Geometry: the hook takes the val batches as the val pipeline made them. With
@@ -81,7 +81,7 @@ class ERFHook(Hook):
             (``'per-class'``, ``'boundary'``, ``'predicted'``, ``'grid 3'`` or a
             dict of :class:`~mmseg_erf.engine.PointSpec` fields); labels come from
             the val batches' ``gt_sem_seg``, class names from the val dataset.
-            Scalars: ``<mode>/erf/<target>/<group>/area_0.5`` and ``.../radius``.
+            Scalars: ``<mode>/erf/<target>/<group>/area_0.5_pct`` and ``.../radius_px``.
     """
     priority = 'NORMAL'
 

@@ -14,6 +14,7 @@ class Column(NamedTuple):
     key: str                                   # scalar name: <mode>/erf/<target>/<key>
     value: Callable[[Dict], Optional[float]]   # from one group's metrics
     text: Callable[[float], str]               # how the table and log line show it
+    unit: float = 1.0                          # scalar = value * unit (percent: 100)
 
 
 def _percent(v: float) -> str:
@@ -21,8 +22,9 @@ def _percent(v: float) -> str:
 
 
 def _area(threshold: str) -> Column:
-    return Column(f'area@{threshold}', f'area_{threshold}',
-                  lambda m: m['area_ratio'].get(threshold), _percent)
+    # scalars in percent: a log line prints 4 decimals, and 7.7e-05 would read 0.0001
+    return Column(f'area@{threshold}', f'area_{threshold}_pct',
+                  lambda m: m['area_ratio'].get(threshold), _percent, 100.0)
 
 
 def _shape(key: str, fmt: str) -> Column:
@@ -32,7 +34,7 @@ def _shape(key: str, fmt: str) -> Column:
 
 COLUMNS: List[Column] = [
     _area('0.2'), _area('0.3'), _area('0.5'), _area('0.99'),
-    Column('eff.radius', 'radius', lambda m: m.get('effective_radius'),
+    Column('eff.radius', 'radius_px', lambda m: m.get('effective_radius'),
            lambda v: f'{v:.1f}px'),
     _shape('sigma_y', '.1f'), _shape('sigma_x', '.1f'), _shape('anisotropy', '.2f'),
 ]
@@ -68,14 +70,15 @@ def summary_table(result: ERFResult) -> str:
 
 
 def scalars(result: ERFResult, mode: str) -> Dict[str, float]:
-    """``<mode>/erf/<target>[/<group>]/<column>`` for every number the table shows."""
+    """``<mode>/erf/<target>[/<group>]/<key>`` for every number the table shows: area
+    ratios in percent (``area_0.5_pct``), the radius in pixels (``radius_px``)."""
     out = {}
     for target, group, m in rows(result):
         key = f'{mode}/erf/{target}' + ('' if result.is_classic else f'/{group}')
         for column in COLUMNS:
             value = column.value(m)
             if value is not None:
-                out[f'{key}/{column.key}'] = float(value)
+                out[f'{key}/{column.key}'] = float(value) * column.unit
     return out
 
 
