@@ -7,7 +7,8 @@ The demo images have no ground truth. This writes, for every image, a label map
 (same stem, .png) whose class is the nearest of K colour centres found by k-means
 (Lloyd's iterations, fixed seed) over a subsample of the pixels of all images:
 "class" i means "pixels of colour cluster i" in every image, nothing semantic.
-It prints the class names (cluster<i>_<RRGGBB>, the centre colour) for
+It prints the class names (the colour name nearest each centre, such as
+``sky-blue`` or ``dark-green``, so a figure reads by what the class shows) for
 ``--class-names`` of tools/erf_seg.py and writes them to LABEL_DIR/classes.txt.
 """
 import argparse
@@ -17,6 +18,20 @@ import numpy as np
 from PIL import Image
 
 SUFFIXES = ('.jpg', '.jpeg', '.png')
+# everyday colour names (hyphenated: classes.txt is split on whitespace); RGB
+COLOUR_NAMES = {
+    'black': (0, 0, 0), 'dark-grey': (70, 70, 70), 'grey': (128, 128, 128),
+    'light-grey': (190, 190, 190), 'white': (245, 245, 245),
+    'dark-red': (120, 15, 20), 'red': (210, 35, 35), 'pink': (240, 160, 180),
+    'brown': (120, 75, 40), 'orange': (235, 130, 30), 'beige': (215, 195, 155),
+    'skin': (225, 170, 140), 'tan': (185, 140, 110), 'yellow': (235, 215, 50),
+    'olive': (120, 120, 40),
+    'dark-green': (20, 80, 35), 'green': (50, 160, 60), 'light-green': (150, 210, 120),
+    'teal': (20, 120, 120), 'cyan': (40, 200, 215), 'sky-blue': (125, 180, 230),
+    'azure': (40, 140, 230),
+    'blue': (35, 70, 200), 'navy': (20, 30, 90), 'purple': (110, 50, 140),
+    'magenta': (210, 50, 180),
+}
 
 
 def kmeans(pixels: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.ndarray:
@@ -28,6 +43,28 @@ def kmeans(pixels: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.nd
                             else centres[c] for c in range(k)])
     # order the clusters by brightness so names do not depend on the draw
     return centres[np.argsort(centres.sum(1))]
+
+
+def colour_name(rgb) -> str:
+    """The nearest everyday colour name ("redmean" weighted RGB distance, which follows
+    the eye better than the plain one at no cost)."""
+    r, g, b = (float(v) for v in rgb)
+
+    def distance(ref):
+        mean = (r + ref[0]) / 2
+        dr, dg, db = r - ref[0], g - ref[1], b - ref[2]
+        return (2 + mean / 256) * dr * dr + 4 * dg * dg + (2 + (255 - mean) / 256) * db * db
+    return min(COLOUR_NAMES, key=lambda name: distance(COLOUR_NAMES[name]))
+
+
+def class_names(centres) -> list:
+    """One colour name per centre; a name two centres share is numbered (green, green-2)."""
+    names = []
+    for centre in centres:
+        name = colour_name(centre)
+        names.append(name if name not in names else
+                     f'{name}-{sum(n == name or n.startswith(name + "-") for n in names) + 1}')
+    return names
 
 
 def main():
@@ -55,8 +92,7 @@ def main():
         label = label + args.first_value
         Image.fromarray(label.reshape(img.shape[:2]).astype(np.uint8)).save(
             os.path.join(args.label_dir, os.path.splitext(name)[0] + '.png'))
-    classes = [f'cluster{i}_' + ''.join(f'{int(round(v)):02x}' for v in c)
-               for i, c in enumerate(centres)]
+    classes = class_names(centres)
     with open(os.path.join(args.label_dir, 'classes.txt'), 'w') as f:
         f.write(' '.join(classes) + '\n')
     print(' '.join(classes))

@@ -4,9 +4,10 @@ import sys
 import warnings
 from typing import List, Optional
 
-from ..engine.plotting import NORMALIZATIONS
+from ..engine.plotting import CMAP, CMAPS, NORMALIZATIONS
 from ..errors import ERFUsageError
 from .modes import Outcome, compare, evolution
+from .plots import Style
 from .runs import run_kinds
 from .tables import markdown_table
 
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('run_dirs', nargs='*', metavar='RUN_DIR',
                         help='run directories written by tools/erf_seg.py or ERFHook')
     parser.add_argument('--out', required=True, metavar='FIG.png',
-                        help='figure path; the tables are written next to it')
+                        help='figure path: .png, or .pdf / .svg for vector output; the '
+                        'tables are written next to it')
     parser.add_argument('--labels', nargs='+', help='one row label per run (default: the '
                         'directory name, or the model name for erf/iter_<n> folders)')
     parser.add_argument('--targets', nargs='+', help='columns (default: the targets every '
@@ -46,7 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the hook's folder of iter_<n>/ snapshots (<work_dir>/erf): "
                         'one target over training')
     parser.add_argument('--dpi', type=int, default=100, help='figure resolution')
+    # how the figure reads (a paper's own titles and colours)
+    parser.add_argument('--titles', nargs='+', metavar='TITLE',
+                        help='column titles, one per target (default: the target names); '
+                        'point runs take theirs from --labels')
+    parser.add_argument('--no-title', action='store_true',
+                        help="leave out the figure's title line")
+    parser.add_argument('--no-metrics', action='store_true',
+                        help='leave out the metric lines under the panels')
+    parser.add_argument('--cmap', choices=list(CMAPS), default=CMAP,
+                        help="colour map: the papers' RdYlGn, or cividis / viridis "
+                        '(colour-blind safe, print in greyscale)')
     return parser
+
+
+def _style(args) -> Style:
+    return Style(cmap=args.cmap, titles=args.titles, title=not args.no_title,
+                 metrics=not args.no_metrics)
 
 
 def run(args) -> Outcome:
@@ -58,13 +76,15 @@ def run(args) -> Outcome:
             raise ERFUsageError(f'point runs are compared one target at a time, got '
                                 f'--targets {" ".join(args.targets)}; pass one')
         return compare_points(args.run_dirs, args.out, args.labels,
-                              args.targets[0] if args.targets else None, args.dpi)
+                              args.targets[0] if args.targets else None, args.dpi,
+                              args.normalization, _style(args))
     if args.evolution is None:
         return compare(args.run_dirs, args.out, args.labels, args.targets, args.scale,
                        args.normalization, args.resample, args.overlay, args.contours,
-                       args.dpi)
+                       args.dpi, style=_style(args))
     clash = [flag for flag, used in (('RUN_DIR', args.run_dirs), ('--overlay', args.overlay),
-                                     ('--labels', args.labels)) if used]
+                                     ('--labels', args.labels), ('--titles', args.titles))
+             if used]
     if clash:
         raise ERFUsageError(f'--evolution draws the snapshots of one folder and takes no '
                             f'{" or ".join(clash)}; run the grid or overlay separately')
@@ -72,7 +92,8 @@ def run(args) -> Outcome:
         raise ERFUsageError(f'--evolution draws one target, got --targets '
                             f'{" ".join(args.targets)}; pass one')
     return evolution(args.evolution, args.out, args.targets[0] if args.targets else None,
-                     args.scale, args.normalization, args.resample, args.dpi)
+                     args.scale, args.normalization, args.resample, args.dpi,
+                     style=_style(args))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

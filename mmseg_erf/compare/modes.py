@@ -50,7 +50,7 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
             targets: Optional[Sequence[str]] = None, scale: str = 'per-panel',
             normalization: str = 'replknet', resample: bool = False,
             overlay: Optional[str] = None, contours: str = 'both',
-            dpi: int = 100) -> Outcome:
+            dpi: int = 100, style: Optional[plots.Style] = None) -> Outcome:
     """Grid (or overlay) figure of several runs, and its tables.
 
     Args:
@@ -66,6 +66,7 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
         contours: overlay contours: 'squares' (area squares), 'levels' (iso-levels
             of the normalised map) or 'both'.
         dpi: figure resolution.
+        style: colour map, column titles, title and metric lines (:class:`plots.Style`).
 
     Returns:
         tuple: the table rows and the written paths (figure, Markdown, CSV).
@@ -75,11 +76,12 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
     runs = match_sizes(load_runs(run_dirs, labels), resample)
     columns = select_targets(runs, targets)
     if overlay is None:
-        fig = plots.grid_figure(runs, columns, normalization, scale)
+        fig = plots.grid_figure(runs, columns, normalization, scale, style or plots.Style())
     else:
         image = load_overlay_image(overlay, runs[0].result.input_size)
         _warn_off_centre(runs)
-        fig = plots.overlay_figure(runs, columns, image, normalization, contours)
+        fig = plots.overlay_figure(runs, columns, image, normalization, contours,
+                                   style or plots.Style())
     save_figure(fig, out, dpi)
     rows = table_rows(runs, columns)
     return rows, [out, *write_tables(rows, out)]
@@ -87,7 +89,8 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
 
 def evolution(erf_dir: str, out: str, target: Optional[str] = None,
               scale: str = 'per-panel', normalization: str = 'replknet',
-              resample: bool = False, dpi: int = 100) -> Outcome:
+              resample: bool = False, dpi: int = 100,
+              style: Optional[plots.Style] = None) -> Outcome:
     """The hook's snapshots of one target over training, and its area-ratio curves.
 
     Args:
@@ -104,7 +107,8 @@ def evolution(erf_dir: str, out: str, target: Optional[str] = None,
     runs = match_sizes(runs, resample)
     column = select_targets(runs, [target] if target else None)[0]
     iterations = [n for n, _ in snapshots]
-    fig = plots.evolution_figure(runs, iterations, column, normalization, scale)
+    fig = plots.evolution_figure(runs, iterations, column, normalization, scale,
+                                 style or plots.Style())
     save_figure(fig, out, dpi)
     rows = table_rows(runs, [column])
     return rows, [out, *write_tables(rows, out)]
@@ -143,13 +147,15 @@ def load_overlay_image(path: str, size: Tuple[int, int]) -> np.ndarray:
 
 
 def _warn_off_centre(runs: Sequence[Run]) -> None:
-    # the area squares are centred on the map, as the metrics are: a run whose
-    # response point is elsewhere has its ERF away from them
+    # the area ratios are measured about the image centre (the squares are drawn at
+    # the map's centre of mass): a run whose response point is elsewhere has its
+    # ratios measured away from its ERF
     for run in runs:
         point = run.result.meta.get('point')
         if point is not None and any(abs(float(p) - 0.5) > 1e-6 for p in point):
             warnings.warn(f'run {run.label} has its response point at {list(point)}, not the '
-                          f'centre; the area squares are centred on the map', UserWarning,
+                          f'centre; its area ratios are measured about the image centre',
+                          UserWarning,
                           stacklevel=3)
 
 
