@@ -94,7 +94,7 @@ def colour_bar(fig: Figure, image, axes, normalization: str = 'replknet') -> Non
     if image is None:
         return
     bar = fig.colorbar(image, ax=axes, shrink=0.8, aspect=30)
-    bar.set_label(scale_label(normalization, 'max of the shown offsets'), fontsize=7)
+    bar.set_label(scale_label(normalization, 'panel max'), fontsize=7)
     bar.ax.tick_params(labelsize=7)
 
 
