@@ -339,4 +339,6 @@ def _area_curves(ax, runs, iterations: Sequence[int], target: str) -> None:
     ax.set_title(f'high-contribution area ratio of {target}', fontsize=9)
     ax.tick_params(which='both', labelsize=7)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc='best')
+    # beside the plot, in the colour bar's margin: inside, 'best' still covered points
+    ax.legend(fontsize=6.5, loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              handlelength=1.5, frameon=False)
