@@ -56,6 +56,7 @@ def inside(fig, bbox, tol=1.0):
 def test_percent_has_enough_digits():
     assert percent(7.72e-05) == '0.00772 %'  # the hook's area@0.5 7.7e-05 read as 0.000
     assert percent(0.18) == '18.0 %' and percent(1.0) == '100 %' and percent(None) == '-'
+    assert percent(0.00016954) == '0.0170 %' and percent(1.2e-7) == '0.000012 %'
     line = metrics_line({'area_ratio': {'0.5': 0.000498, '0.99': 0.954},
                          'effective_radius': 85.27})
     assert line == 'area@0.5 0.0498 %  @0.99 95.4 %\neff. radius 85.3 px'

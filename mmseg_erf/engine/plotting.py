@@ -35,9 +35,11 @@ def percent(ratio: Optional[float]) -> str:
     (``0.0213 %``, ``2.53 %``, ``95.4 %``); ``-`` when no square held that share."""
     if ratio is None:
         return '-'
-    # trim='k' keeps significant trailing zeros (18.0, not 18); a bare point goes
-    text = np.format_float_positional(100.0 * ratio, precision=3, unique=False,
-                                      fractional=False, trim='k')
+    # '#' keeps significant trailing zeros (18.0, 0.0170); a bare point goes
+    text = f'{100.0 * ratio:#.3g}'
+    if 'e' in text:  # below 0.0001 %: positional all the same
+        text = np.format_float_positional(100.0 * ratio, precision=3, unique=False,
+                                          fractional=False)
     return f'{text.rstrip(".")} %'
 
 
