@@ -211,3 +211,20 @@ def test_cfg_options_without_equals_is_a_usage_error(labelled, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "'model.backbone.depth' is not key=value" in err and 'Traceback' not in err
+
+
+def test_one_forward_per_batch_through_compute_erf(sized_tree):
+    """compute_erf spends no blank forward before the first batch (the first batch is
+    the size check): 3 images in batches of 2 are 2 backbone forwards. Mutation: a
+    probe forward (check_model(probe_forward=True)) makes it 3."""
+    from mmseg_erf.segmentor import build_segmentor
+    tree, _ = sized_tree
+    model, _, _ = build_segmentor(TINY_CONFIG)
+    calls = []
+    handle = model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        compute_erf(model, os.path.join(tree, 'images', 'val'), ['backbone.1'], num_images=3,
+                    input_size=64, batch_size=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 2
