@@ -11,7 +11,7 @@ from PIL import Image
 
 from mmseg_erf.compare import main
 from mmseg_erf.compare.plots import (SQUARE_COLOURS, Style, evolution_figure, grid_figure,
-                                     grid_size_inches, overlay_figure)
+                                     grid_size_inches, overlay_figure, square_centre)
 from mmseg_erf.compare.points import points_figure
 from mmseg_erf.compare.runs import load_runs
 from mmseg_erf.engine import ERFResult
@@ -154,24 +154,38 @@ def test_titles_refused_when_miscounted(tmp_path, capsys):
     assert 'takes no --titles' in capsys.readouterr().err
 
 
-def test_squares_sit_on_the_centre_of_mass(tmp_path):
-    size = 32
-    # a response half a stride off the image centre, as Swin's at 384
-    result = ERFResult.classic({'backbone.3': gaussian(size, 2, dy=5, dx=-4)}, num_images=2,
-                               input_size=(size, size))
+def squares_of(fig):
+    return [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+
+
+def centre_of(square):
+    return (square.get_y() + square.get_height() / 2, square.get_x() + square.get_width() / 2)
+
+
+def test_squares_sit_where_the_response_is(tmp_path):
+    size = 48
+    # a response half a stride off the image centre, as Swin's, over a faint uniform
+    # floor on the other side that pulls the centre of mass away from it
+    erf_map = gaussian(size, 2, dy=8, dx=-6, peak=50.0)
+    erf_map[:size // 2, size // 2:] += 0.3
+    result = ERFResult.classic({'backbone.3': erf_map}, num_images=2, input_size=(size, size))
     result.write(str(tmp_path / 'off'), images=False)
     runs = load_runs([str(tmp_path / 'off')], ['off'])
     fig = overlay_figure(runs, ['backbone.3'], np.zeros((size, size, 3), np.uint8),
                          'replknet', 'squares')
-    dy, dx = result.metrics_of('backbone.3')['center_of_mass']
-    squares = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
-    assert len(squares) == len(SQUARE_COLOURS)
+    metrics = result.metrics_of('backbone.3')
+    fy, fx = metrics['shape']['gaussian']['center']
+    squares = squares_of(fig)
+    assert len(squares) == sum(metrics['area_side'][t] is not None for t in SQUARE_COLOURS) > 0
     for square in squares:
-        cy = square.get_y() + square.get_height() / 2
-        cx = square.get_x() + square.get_width() / 2
-        assert (cy, cx) == pytest.approx((size // 2 + dy, size // 2 + dx))
-    assert abs(dy - 5) < 1.5 and abs(dx + 4) < 1.5
-    assert any('centre of mass' in t.get_text() for t in fig.texts)  # the rule is stated
+        assert centre_of(square) == pytest.approx((size // 2 + fy, size // 2 + fx))
+    assert (fy, fx) == pytest.approx((8, -6), abs=0.5)           # on the response
+    assert abs(metrics['center_of_mass'][0] - 8) > 1             # where the mean is not
+    assert any('Gaussian-fit centre' in t.get_text() for t in fig.texts)  # the rule, stated
+    # without a fit, the centre of mass; without either, the image centre
+    assert square_centre({'center_of_mass': [2.0, -3.0], 'shape': {'gaussian': None}},
+                         (32, 32)) == (18.0, 13.0)
+    assert square_centre({'center_of_mass': [None, None]}, (32, 32)) == (16.0, 16.0)
 
 
 def test_evolution_labels_inside_the_canvas(tmp_path):

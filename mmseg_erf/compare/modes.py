@@ -147,8 +147,8 @@ def load_overlay_image(path: str, size: Tuple[int, int]) -> np.ndarray:
 
 
 def _warn_off_centre(runs: Sequence[Run]) -> None:
-    # the area ratios are measured about the image centre (the squares are drawn at
-    # the map's centre of mass): a run whose response point is elsewhere has its
+    # the area ratios are measured about the image centre (the squares are drawn
+    # where the response is): a run whose response point is elsewhere has its
     # ratios measured away from its ERF
     for run in runs:
         point = run.result.meta.get('point')

@@ -47,7 +47,7 @@ LEVEL_COLOURS = {0.25: '#42d4f4', 0.5: '#3cb44b', 0.75: '#ffffff'}
 THRESHOLD_COLOURS = {'0.2': '#4363d8', '0.3': '#3cb44b', '0.5': '#f58231', '0.99': '#e6194b'}
 _STROKE = [patheffects.withStroke(linewidth=3, foreground='black')]
 # the rule the overlay's squares follow, printed under its legend
-SQUARE_RULE = ("squares: the area-ratio sides, centred on each map's centre of mass "
+SQUARE_RULE = ("squares: the area-ratio sides, centred on each map's Gaussian-fit centre "
                '(the metrics measure them about the image centre)')
 
 
@@ -190,16 +190,25 @@ def grid_figure(runs, targets: Sequence[str], normalization: str, scale: str,
 
 
 def square_centre(metrics: Dict, size: Tuple[int, int]) -> Tuple[float, float]:
-    """(y, x) in pixels where the overlay centres its squares: the map's centre of mass
-    (the metrics' ``center_of_mass``, (dy, dx) from (H // 2, W // 2)), or the image
-    centre for a map without mass. A response point half a stride off the image
-    centre (Swin at 384: the feature cell (6, 6) of 12 x 12 is centred at pixel 207.5)
-    would otherwise sit at the squares' corner."""
+    """(y, x) in pixels where the overlay centres its squares: the centre of the map's
+    Gaussian fit (``shape.gaussian.center``, (dy, dx) from (H // 2, W // 2)), else its
+    centre of mass (``center_of_mass``), else the image centre.
+
+    The fit's centre is where the response is: on Swin-T at 384 it sits at the centre
+    of the response cell of every stage (1.5, 3.6, 7.5, 15.7 px off for strides 4 to
+    32), while the centre of mass, pulled by the faint mass spread over the whole
+    image, was 6 px off the other way for backbone.3 and put the squares beside the
+    response. A fit centre outside the map (a failed fit) is not used.
+    """
     cy, cx = size[0] // 2, size[1] // 2
-    dy, dx = metrics.get('center_of_mass') or (None, None)
-    if dy is None or dx is None:
-        return float(cy), float(cx)
-    return cy + float(dy), cx + float(dx)
+    fit = ((metrics.get('shape') or {}).get('gaussian') or {}).get('center')
+    for offset in (fit, metrics.get('center_of_mass')):
+        if offset is None or None in offset:
+            continue
+        y, x = cy + float(offset[0]), cx + float(offset[1])
+        if 0 <= y <= size[0] - 1 and 0 <= x <= size[1] - 1:
+            return y, x
+    return float(cy), float(cx)
 
 
 def _draw_squares(ax, metrics: Dict, size: Tuple[int, int]) -> None:
@@ -244,8 +253,8 @@ def overlay_figure(runs, targets: Sequence[str], image: np.ndarray, normalizatio
                    contours: str, style: Style = Style()) -> Figure:
     """ERF contours over one image: one panel per run x target, a legend below.
 
-    The squares have the sides of the 20/50/99 % area ratios and are centred on each
-    map's centre of mass (:func:`square_centre`); the iso-levels are the map's own.
+    The squares have the sides of the 20/50/99 % area ratios and are centred where
+    each map's response is (:func:`square_centre`); the iso-levels are the map's own.
     The legend is this figure's key (it has no colour-mapped values to bar).
     """
     rows, cols = len(runs), len(targets)
