@@ -5,7 +5,6 @@ import runpy
 
 import numpy as np
 import pytest
-from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 from PIL import Image
 
