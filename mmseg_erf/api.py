@@ -1,14 +1,18 @@
 """compute_erf: the Python door (keywords -> request -> the one run loop)."""
 import os
 import os.path as osp
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 from torch import nn
 
 from .engine import ERFResult
 from .errors import ERFUsageError
 from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
-from .run.data import build_dataset, dataset_classes, image_dataset, loader_for  # noqa: F401
+from .engine.stats import BUCKETS, REPLICATES
+from .run.data import (build_dataset, dataset_classes, image_dataset,  # noqa: F401
+                       image_identity, loader_for)
+from .run.request import DEFAULT_CI_METRICS
+from .run.stopping import StopRule
 from .segmentor import unwrap
 from .validation import (api_name, build_model_checked, check_image_folder, check_model,
                          load_config_checked, resolve_device)
@@ -22,7 +26,9 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
                 trust_checkpoint: bool = False, allow_partial: bool = False,
                 seed: int = 0, model_name: Optional[str] = None, points=None,
                 labels: Optional[str] = None,
-                class_names: Optional[Sequence[str]] = None) -> ERFResult:
+                class_names: Optional[Sequence[str]] = None, ci_buckets: int = BUCKETS,
+                ci_replicates: int = REPLICATES, ci_width: Optional[float] = None,
+                ci_metrics: Sequence[str] = DEFAULT_CI_METRICS) -> ERFResult:
     """Effective receptive fields of a segmentor.
 
     Args:
@@ -46,6 +52,11 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
             ``.png``), needed by 'per-class' and 'boundary' (batches bring
             ``gt_sem_seg`` themselves).
         class_names: names of the label values (default: the dataset's classes).
+        ci_buckets, ci_replicates: 95 % intervals (``metrics[t][g]['ci95']``) from a
+            bootstrap over ``ci_buckets`` buckets of images (0: none).
+        ci_width, ci_metrics: stop before ``num_images`` once every interval of
+            ``ci_metrics`` is narrower than ``ci_width`` times its value
+            (``meta['stopping']`` says why it stopped).
 
     Returns:
         ERFResult: ``.maps[target][group]`` (the classic ERF: group ``'centre'``, also
@@ -74,7 +85,8 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
         num_workers=num_workers, class_index=class_index,
         images=images if isinstance(images, (str, os.PathLike, list, tuple)) else None,
         labels=labels, recursive=recursive, seed=seed, checkpoint=checkpoint,
-        trust_checkpoint=trust_checkpoint, allow_partial=allow_partial)
+        trust_checkpoint=trust_checkpoint, allow_partial=allow_partial, ci_buckets=ci_buckets,
+        ci_replicates=ci_replicates, ci_width=ci_width, ci_metrics=tuple(ci_metrics))
     device = resolve_device(device) if device is not None else None
     if isinstance(images, (str, os.PathLike)):
         check_image_folder(str(images), 'images')
@@ -83,7 +95,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     # the first batch checks the input size (accumulate names the sizes that work)
     check_model(model, session.taps, request.targets, class_index, input_size,
                 _device_of(model), api_name, probe_forward=False)
-    length = None
+    length, dataset = None, getattr(images, 'dataset', None)
     if request.images is not None:
         dataset = build_dataset(request, getattr(model, 'cfg', None))
         length = len(dataset)
@@ -92,9 +104,42 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     names = None if labels is not None else dataset_classes(getattr(images, 'dataset', None))
     meta = getattr(model, 'dataset_meta', None) or {}
     session.points = request.with_class_names(names or meta.get('classes')).points
-    accumulate(model, session, images, input_size, dataset_length=length)
+    rule = StopRule(ci_width, request.ci_metrics, num_images, out=None) if ci_width else None
+    accumulate(model, session, images, input_size, dataset_length=length,
+               on_batch=None if rule is None else lambda *_: rule.check(session.accumulator))
     reduce_session(session)
-    return session.result(model_name or type(model).__name__)
+    used = session.next_position if rule is not None else num_images
+    info = dict(images=image_identity(dataset, used) if dataset is not None else None)
+    if rule is not None:
+        info['stopping'] = rule.record(session.accumulator.images if session.accumulator
+                                       else 0)
+    return session.result(model_name or type(model).__name__, info)
+
+
+def compute_erf_sizes(model, images, input_sizes: Sequence[int],
+                      out_dir: Optional[str] = None, **options) -> Dict[int, ERFResult]:
+    """:func:`compute_erf` at each input size (``options`` as there), one model.
+
+    With ``out_dir``, each result is written to ``out_dir/size_<S>`` and the sweep's
+    ``sizes.md``, ``sizes.csv`` and ``sizes.png`` (each metric against the size) to
+    ``out_dir``. Returns ``{size: result}``.
+    """
+    from .run.sweep import check_sizes, size_dir, write_sweep
+    sizes = check_sizes(input_sizes, 'input_sizes')
+    if isinstance(model, (str, os.PathLike)):
+        request = ERFRequest.create(
+            api_name, checkpoint=options.pop('checkpoint', None), seed=options.get('seed', 0),
+            trust_checkpoint=options.get('trust_checkpoint', False),
+            allow_partial=options.get('allow_partial', False))
+        model_name = options.pop('model_name', None)
+        model, model_name = _model(model, request, options.pop('device', None), model_name)
+        options['model_name'] = model_name
+    results = {s: compute_erf(model, images, input_size=s, **options) for s in sizes}
+    if out_dir is not None:
+        for size, result in results.items():
+            result.write(size_dir(out_dir, size))
+        write_sweep(out_dir, results)
+    return results
 
 
 def _model(model, request: ERFRequest, device: Optional[str], model_name: Optional[str]):

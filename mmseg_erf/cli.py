@@ -15,9 +15,11 @@ from .engine import ClassRangeError, ERFResult, NoImagesError, TargetError
 from .errors import ERFUsageError
 from .input_size import check_memory
 from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
-from .run.data import build_dataset, dataset_classes, loader_for
+from .run.data import build_dataset, dataset_classes, image_identity, loader_for
 from .run.state import RunState, protect_out_dir, run_options
+from .run.stopping import StopRule, add_interval_arguments
 from .run.summary import summary_table
+from .run.sweep import one_size, run_sizes
 from .startup import IMPORT_STARTED, PhaseTimer, wait_policy_summary
 
 # set to 1 to see the traceback behind a one-sentence error (like --debug)
@@ -55,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="backbone.i, neck.i, decode_head, seg_logits, a module path, "
                              "or 'all' (every backbone stage, neck level and decode_head); "
                              'default: the last backbone stage')
-    parser.add_argument('--input-size', type=int, default=1024,
-                        help='side S: short side resized to S, centre crop S x S')
+    parser.add_argument('--input-size', type=int, nargs='+', default=[1024], metavar='S',
+                        help='side S: short side resized to S, centre crop S x S; several '
+                             'sizes: one run each in --out-dir/size_<S>, and a table and '
+                             'figure of each metric against the size')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward')
     parser.add_argument('--num-workers', type=int, default=2, help='dataloader workers')
     parser.add_argument('--point', type=float, nargs=2, default=(0.5, 0.5),
@@ -81,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--class-names', nargs='+', metavar='NAME',
                         help="names of the label values 0, 1, ... (default: the config "
                              "dataset's classes)")
+    add_interval_arguments(parser)
     parser.add_argument('--out-dir', help='default: work_dirs/<config name>/erf')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:1...; default cuda when available')
@@ -137,11 +142,14 @@ def request_from_args(args) -> ERFRequest:
         validation.cli_name, points=args.points, point=args.point, cap=args.points_cap,
         points_seed=args.points_seed, boundary_px=args.boundary_px, window=args.window,
         class_names=args.class_names, targets=args.targets, num_images=args.num_images,
-        input_size=args.input_size, batch_size=args.batch_size, num_workers=args.num_workers,
+        input_size=one_size(args.input_size), batch_size=args.batch_size,
+        num_workers=args.num_workers,
         class_index=args.class_index, images=args.img_dir, labels=args.label_dir,
         recursive=args.recursive, config=args.config, checkpoint=args.checkpoint,
         cfg_options=args.cfg_options, seed=args.seed, trust_checkpoint=args.trust_checkpoint,
-        allow_partial=args.allow_partial)
+        allow_partial=args.allow_partial, ci_buckets=args.ci_buckets,
+        ci_replicates=args.ci_replicates, ci_width=args.ci_width,
+        ci_metrics=tuple(args.ci_metrics))
 
 
 def check_arguments(args) -> ERFRequest:
@@ -156,6 +164,9 @@ def check_arguments(args) -> ERFRequest:
         check_checkpoint_file(args.checkpoint)
     if args.img_dir:
         validation.check_image_folder(args.img_dir)
+    if args.ci_width is not None and args.launcher != 'none':
+        raise ERFUsageError('--ci-width decides after each batch on the sums of one process; '
+                            'run it without --launcher, or drop --ci-width')
     if args.resume and args.overwrite:
         raise ERFUsageError('--resume continues the run in --out-dir and --overwrite replaces '
                             'it; pass one of them')
@@ -251,6 +262,8 @@ def _compute(args, request, model, session, dataset, state, seen, out_dir, confi
     # (samples consumed, a copy of the sums of exactly those): Ctrl-C can land after a
     # batch is summed and before it is recorded; one assignment keeps the pair whole
     progress = dict(committed=(seen, copy.deepcopy(session.accumulator)), saved=seen)
+    rule = StopRule(request.ci_width, request.ci_metrics, request.num_images) \
+        if request.ci_width else None
 
     def after_batch(used, consumed):
         timer.mark_once('first batch ERF')
@@ -260,6 +273,7 @@ def _compute(args, request, model, session, dataset, state, seen, out_dir, confi
         if args.save_every and consumed - progress['saved'] >= args.save_every:
             state.save(session, consumed)
             progress['saved'] = consumed
+        return rule is not None and rule.check(session.accumulator)
 
     try:
         accumulate(model, session, _mark_first(loader, timer, 'first batch loaded'),
@@ -289,6 +303,11 @@ def _compute(args, request, model, session, dataset, state, seen, out_dir, confi
         logger.info(timer.summary())
         logger.info(wait_policy_summary())
     reduce_session(session)
+    used = min(session.next_position if rule is not None else request.num_images, len(dataset))
+    meta = dict(meta, images=image_identity(dataset, used))
+    if rule is not None:
+        meta['stopping'] = rule.record(session.accumulator.images if session.accumulator
+                                       else 0)
     result = session.result(config_name, meta)
     if is_main_process():
         result.write(out_dir)
@@ -299,6 +318,8 @@ def _compute(args, request, model, session, dataset, state, seen, out_dir, confi
                   f'{result.num_images} images')
         print(f'{result.num_images} images averaged, {result.skipped} skipped; '
               f'written to {out_dir}')
+        if rule is not None:
+            print(f'stopped: {meta["stopping"]["reason"]}')
     state.clear()
     return result
 
@@ -348,7 +369,10 @@ def one_sentence(prog: str, error: BaseException) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        if len(args.input_size) == 1:
+            run(args)
+        else:
+            run_sizes(args, run)
     except KeyboardInterrupt:
         return 130
     except user_errors() as error:

@@ -86,7 +86,8 @@ def test_cli_end_to_end(images, tmp_path):
     assert 'RANDOM initial weights' in proc.stdout + proc.stderr
     targets = ['backbone.0', 'backbone.1', 'backbone.2', 'backbone.3', 'decode_head']
     assert sorted(os.listdir(out)) == sorted(
-        [f'erf_{t}.{ext}' for t in targets for ext in ('npy', 'png')] + ['metrics.json'])
+        [f'erf_{t}.{ext}' for t in targets for ext in ('npy', 'png')]
+        + ['metrics.json', 'bootstrap.npz'])
     info = json.loads((out / 'metrics.json').read_text())
     assert (info['num_images'], info['skipped'], info['input_size']) == (3, 0, [64, 64])
     assert set(info['targets']) == set(targets)

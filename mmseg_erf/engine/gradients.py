@@ -92,7 +92,9 @@ def windowed_by_default(name: str) -> bool:
 def response_maps(features: Mapping[str, torch.Tensor], inputs: torch.Tensor,
                   rows: Sequence[int], cells: Callable[[int, Tuple[int, int]], Tuple[int, int]],
                   classes: Sequence[int], windowed: Optional[bool] = None,
-                  retain_graph: bool = False) -> Dict[str, torch.Tensor]:
+                  retain_graph: bool = False,
+                  supports: Optional[Dict[str, torch.Tensor]] = None
+                  ) -> Dict[str, torch.Tensor]:
     """Maps ``relu(d relu(F[row, :, y, x]).sum() / d inputs[row]).sum(channels)`` of one
     response point per listed image, all in one backward per target.
 
@@ -116,6 +118,8 @@ def response_maps(features: Mapping[str, torch.Tensor], inputs: torch.Tensor,
             window; backbone targets gain little there and would pay the mode's
             per-operator cost.
         retain_graph: keep the graph after the last target (more points follow).
+        supports: a dict to fill with ``{name: (len(rows), H, W) bool}``, where any
+            channel's raw gradient is non-zero (the theoretical field, :mod:`.trf`).
 
     Returns:
         ``{name: (len(rows), H, W) float64 on the CPU}``. Images are independent only
@@ -160,6 +164,8 @@ def response_maps(features: Mapping[str, torch.Tensor], inputs: torch.Tensor,
         if grad is None:
             raise TargetError(f'target {name!r} does not depend on the input')
         maps[name] = F.relu(grad[rows_t]).to(torch.float64).sum(dim=1).cpu()
+        if supports is not None:
+            supports[name] = grad[rows_t].ne(0).any(dim=1).cpu()
     return maps
 
 

@@ -10,6 +10,7 @@ The classic ERF (the centre kind: one group, ``centre``, whose canvas is the ima
     erf_<target>.npy   raw mean map (S x S, float64), never post-processed
     erf_<target>.png   heatmap (RepLKNet normalisation) with a colour bar
     metrics.json       {"num_images", "skipped", "input_size", "targets": {T: metrics}, ...}
+    bootstrap.npz      with intervals: each metric's replicates (paired comparisons)
 
 Every other point set (grid, per-class, boundary, predicted)::
 
@@ -36,8 +37,11 @@ from .plotting import render_heatmap, save_heatmap
 from .point_plots import FEW_POINTS, write_point_figures
 from .points import PointSpec
 from .shape import shape_metrics
+from .stats import LEVEL, REPLICATES, SEED, intervals, replicate_metrics
+from .trf import erf_trf_ratio, trf_metrics
 
 CENTRE = 'centre'
+BOOTSTRAP_FILE = 'bootstrap.npz'
 
 
 def full_coverage_side(coverage: np.ndarray, count: int) -> int:
@@ -91,7 +95,12 @@ class ERFResult:
         points: the :class:`PointSpec` of the run.
         model_name: shown in titles.
         meta: anything else worth keeping (class index, checkpoint, options...).
-        metrics: target -> group -> :func:`aligned_metrics` (computed when absent).
+        metrics: target -> group -> :func:`aligned_metrics` (computed when absent),
+            with ``ci95`` (from ``replicates``) and ``trf`` / ``erf_trf_ratio`` (from
+            ``trf``) when those are given.
+        replicates: target -> group -> flat metric -> (R,) bootstrap replicates
+            (:func:`.stats.replicate_metrics`); None without intervals.
+        trf: target -> group -> :func:`.trf.trf_metrics`; None when unknown.
     """
     maps: Mapping[str, Mapping[str, np.ndarray]]
     coverage: Mapping[str, np.ndarray]
@@ -105,6 +114,8 @@ class ERFResult:
     model_name: str = ''
     meta: Mapping[str, object] = field(default_factory=dict)
     metrics: Mapping[str, Mapping[str, Dict]] = field(default=None)
+    replicates: Optional[Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]] = None
+    trf: Optional[Mapping[str, Mapping[str, Dict]]] = None
 
     def __post_init__(self):
         object.__setattr__(self, 'input_size', tuple(int(s) for s in self.input_size))
@@ -116,22 +127,53 @@ class ERFResult:
                     m = aligned_metrics(mean, self.coverage[group], self.counts[group],
                                         self.input_size)
                     m['zero_maps'] = int(self.zero_maps[target][group])
+                    self._add_trf_and_intervals(m, target, group)
                     metrics[target][group] = m
             object.__setattr__(self, 'metrics', metrics)
 
+    def _add_trf_and_intervals(self, m: Dict, target: str, group: str) -> None:
+        trf = (self.trf or {}).get(target, {}).get(group)
+        if trf is not None:
+            m['trf'] = dict(trf)
+            m['erf_trf_ratio'] = erf_trf_ratio(m.get('effective_radius'), trf['side'])
+        reps = (self.replicates or {}).get(target, {}).get(group)
+        if reps is not None:
+            ci = intervals(reps, m, LEVEL)
+            if trf is not None:
+                radius = ci.get('effective_radius')
+                ci['erf_trf_ratio'] = None if radius is None or not trf['side'] else \
+                    [erf_trf_ratio(v, trf['side']) for v in radius]
+            m['ci95'] = ci
+
     @classmethod
     def from_accumulator(cls, acc, points: PointSpec, model_name: str = '',
-                         meta: Optional[Mapping] = None) -> 'ERFResult':
+                         meta: Optional[Mapping] = None,
+                         replicates: int = REPLICATES) -> 'ERFResult':
+        """The result of an accumulator; its buckets (if any) give the intervals from
+        ``replicates`` bootstrap replicates, its support canvases the TRF."""
         if points.fixed_anchor:
             acc.open_group(CENTRE)  # present even when no image gave a finite map
         info = dict(meta or {}, backwards=acc.backwards, points_computed=acc.points)
+        origin = acc.extents[:2]  # the response point's canvas cell
+        trf = {t: {g: trf_metrics(acc.support[t][g], origin) for g in acc.groups}
+               for t in acc.targets}
+        reps = None
+        if acc.buckets:
+            info['intervals'] = dict(
+                level=LEVEL, buckets=acc.buckets, replicates=int(replicates), seed=SEED,
+                bucket_counts={g: acc.bucket_counts[g].tolist() for g in acc.groups},
+                method='bootstrap over image buckets (dataset position % buckets), '
+                       'estimate +- sqrt(n/(n-1)) t(n-1) sd')
+            reps = {t: {g: replicate_metrics(acc.bucket_sums[t][g], acc.bucket_cover(g),
+                                             acc.bucket_counts[g], acc.shape, replicates)
+                        for g in acc.groups} for t in acc.targets}
         return cls(maps={t: {g: acc.mean(t, g) for g in acc.groups} for t in acc.targets},
                    coverage={g: acc.coverage[g].copy() for g in acc.groups},
                    counts=dict(acc.counts),
                    zero_maps={t: dict(acc.zero_maps[t]) for t in acc.targets},
                    num_images=acc.images, skipped=acc.skipped,
                    skipped_points=acc.skipped_points, input_size=acc.shape, points=points,
-                   model_name=model_name, meta=info)
+                   model_name=model_name, meta=info, replicates=reps, trf=trf)
 
     @classmethod
     def classic(cls, maps: Mapping[str, np.ndarray], num_images: int, skipped: int = 0,
@@ -226,6 +268,8 @@ class ERFResult:
                     _save_array(os.path.join(out_dir, aligned_filename(target, group)), mean)
             if images and self.counts:
                 write_point_figures(self, out_dir)
+        if self.replicates:
+            _save_replicates(os.path.join(out_dir, BOOTSTRAP_FILE), self.replicates)
         with replacing(os.path.join(out_dir, METRICS_FILE)) as tmp:
             with open(tmp, 'w') as f:
                 json.dump(self.to_json(), f, indent=2)
@@ -242,6 +286,7 @@ class ERFResult:
         with open(path) as f:
             info = json.load(f)
         meta = info.get('meta', {})
+        replicates = _load_replicates(os.path.join(out_dir, BOOTSTRAP_FILE))
         spec = dict(info.get('points') or {'point': meta.get('point', (0.5, 0.5))})
         spec['class_names'] = tuple(spec.get('class_names', ()))
         spec = PointSpec(**spec)
@@ -258,7 +303,8 @@ class ERFResult:
                        num_images=info['num_images'], skipped=info['skipped'],
                        skipped_points=info.get('skipped_points', 0), input_size=size,
                        points=spec, model_name=info.get('model', ''), meta=meta,
-                       metrics={t: {CENTRE: m} for t, m in info['targets'].items()})
+                       metrics={t: {CENTRE: m} for t, m in info['targets'].items()},
+                       replicates=replicates)
         groups = info['groups']
         return cls(
             maps={t: {g: np.load(os.path.join(out_dir, aligned_filename(t, g)))
@@ -270,13 +316,38 @@ class ERFResult:
                        for t, gm in info['targets'].items()},
             num_images=info['num_images'], skipped=info['skipped'],
             skipped_points=info['skipped_points'], input_size=size, points=spec,
-            model_name=info.get('model', ''), meta=meta, metrics=info['targets'])
+            model_name=info.get('model', ''), meta=meta, metrics=info['targets'],
+            replicates=replicates)
 
 
 def _save_array(path: str, array: np.ndarray) -> None:
     with replacing(path) as tmp:
         with open(tmp, 'wb') as f:
             np.save(f, array)
+
+
+# '|' is in no target, group or metric name (groups are class names: '/' is taken)
+_SEP = '|'
+
+
+def _save_replicates(path: str, replicates) -> None:
+    arrays = {_SEP.join((t, g, k)): v for t, groups in replicates.items()
+              for g, reps in groups.items() if reps is not None for k, v in reps.items()}
+    with replacing(path) as tmp:
+        with open(tmp, 'wb') as f:
+            np.savez(f, **arrays)
+
+
+def _load_replicates(path: str):
+    """target -> group -> flat metric -> replicates, or None without the file."""
+    if not os.path.isfile(path):
+        return None
+    out: Dict = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            target, group, name = key.split(_SEP)
+            out.setdefault(target, {}).setdefault(group, {})[name] = data[key]
+    return out
 
 
 def is_point_run(out_dir: str) -> bool:

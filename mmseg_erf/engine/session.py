@@ -19,6 +19,7 @@ from .accumulator import ERFAccumulator
 from .gradients import response_maps
 from .points import CLASS_KINDS, ImagePoints, PointSpec, feature_cell, sample_points
 from .result import ERFResult
+from .stats import REPLICATES
 from .targets import FeatureTaps, HeadRunner, is_segmentor
 
 
@@ -84,11 +85,14 @@ class ERFSession:
             (centre and grid points).
         head_runner (HeadRunner, optional): how the segmentor's decode head
             predicts (see :data:`.targets.HeadRunner`).
+        buckets (int): image buckets kept for 95 % intervals (0: no intervals).
+        replicates (int): bootstrap replicates of the intervals.
     """
 
     def __init__(self, model: nn.Module, targets: Sequence[str], num_images: int = 50,
                  points: PointSpec = PointSpec(), class_index: Optional[int] = None,
-                 head_runner: Optional[HeadRunner] = None):
+                 head_runner: Optional[HeadRunner] = None, buckets: int = 0,
+                 replicates: int = REPLICATES):
         if num_images < 1:
             raise ValueError(f'num_images must be at least 1, got {num_images}')
         self.model = model
@@ -97,6 +101,7 @@ class ERFSession:
         self.num_images = num_images
         self.points = points
         self.class_index = class_index
+        self.buckets, self.replicates = int(buckets), int(replicates)
         self.accumulator: Optional[ERFAccumulator] = None
         self.next_position = 0
         self._unreadable = 0  # skipped before the accumulator (and its names) existed
@@ -199,14 +204,15 @@ class ERFSession:
                 acc = self.open_accumulator(batch.shape[-2:])
                 for k in range(depth):
                     finite_any[self._add_point_index(acc, features, batch, points, k,
-                                                     k < depth - 1)] = True
+                                                     k < depth - 1, kept)] = True
         acc = self.open_accumulator(batch.shape[-2:])
         acc.images += int(finite_any.sum())
         acc.skipped += int((~finite_any).sum())
         return len(rows)
 
     def _add_point_index(self, acc: ERFAccumulator, features, batch: torch.Tensor,
-                         points: Sequence[ImagePoints], k: int, retain: bool) -> List[int]:
+                         points: Sequence[ImagePoints], k: int, retain: bool,
+                         positions: Sequence[int]) -> List[int]:
         """One backward for the k-th point of every image that has one; returns the
         images whose k-th map was finite."""
         rows = [b for b, p in enumerate(points) if len(p) > k]
@@ -214,12 +220,15 @@ class ERFSession:
         classes = [int(points[b].classes[k]) for b in rows]
         if self.class_index is not None:
             classes = [c if c >= 0 else self.class_index for c in classes]
+        supports: Dict[str, torch.Tensor] = {}
         maps = response_maps(features, batch, rows,
                              lambda i, hw: feature_cell(points[rows[i]], k, size, hw),
-                             classes, retain_graph=retain)
+                             classes, retain_graph=retain, supports=supports)
         finite = acc.add({n: m.numpy() for n, m in maps.items()},
                          [(points[b].ys[k], points[b].xs[k]) for b in rows],
-                         [points[b].groups[k] for b in rows])
+                         [points[b].groups[k] for b in rows],
+                         positions=[positions[b] for b in rows],
+                         supports={n: s.numpy() for n, s in supports.items()})
         acc.backwards += 1
         return [b for b, ok in zip(rows, finite) if ok]
 
@@ -233,7 +242,7 @@ class ERFSession:
                 only = sample_points(self.points, shape)
                 anchor = (int(only.ys[0]), int(only.xs[0]))
             self.accumulator = ERFAccumulator(self.taps.names, shape, self.points.window,
-                                              anchor)
+                                              anchor, self.buckets)
             self.accumulator.skipped, self._unreadable = self._unreadable, 0
         return self.accumulator
 
@@ -243,4 +252,5 @@ class ERFSession:
                                 f'and none other was given')
         info = {'class_index': self.class_index}
         info.update(meta or {})
-        return ERFResult.from_accumulator(self.accumulator, self.points, model_name, info)
+        return ERFResult.from_accumulator(self.accumulator, self.points, model_name, info,
+                                          self.replicates)

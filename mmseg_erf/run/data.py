@@ -156,3 +156,22 @@ def batch_labels(batch: dict, input_size: int) -> List[Optional[np.ndarray]]:
         labels.append(fit_label_square(data[0] if data.dim() == 3 else data,
                                        input_size).cpu().numpy())
     return labels
+
+
+def image_identity(dataset, count: int) -> Optional[dict]:
+    """Which images a run used, for pairing two runs in ``erf_compare``: the count and
+    a SHA-1 of the first ``count`` image paths in dataset order (their position gives
+    their bucket, so equal hashes mean the same images in the same buckets). None
+    when the dataset does not say where its images come from."""
+    import hashlib
+    paths = []
+    try:
+        for i in range(min(int(count), len(dataset))):
+            if isinstance(dataset, PathDataset):
+                paths.append(osp.abspath(dataset.paths[i]))
+            else:
+                paths.append(osp.abspath(str(dataset.get_data_info(i)['img_path'])))
+    except (AttributeError, KeyError, TypeError, IndexError):
+        return None
+    digest = hashlib.sha1('\n'.join(paths).encode()).hexdigest()
+    return dict(count=len(paths), sha1=digest)

@@ -32,7 +32,8 @@ from .request import ERFRequest
 def open_session(model: nn.Module, request: ERFRequest) -> ERFSession:
     """The session of a request on a built model (in eval mode)."""
     return ERFSession(model, request.targets, request.num_images, request.points,
-                      request.class_index, head_runner_for(model))
+                      request.class_index, head_runner_for(model), request.ci_buckets,
+                      request.ci_replicates)
 
 
 def batch_size_of(batch: dict) -> Optional[int]:
@@ -91,7 +92,8 @@ def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
 
     Args:
         start: samples of this rank consumed before ``batches`` (a resumed run).
-        on_batch: called as ``on_batch(images used, samples consumed)``.
+        on_batch: called as ``on_batch(images used, samples consumed)``; a true
+            return value stops the loop (the stopping rule).
     """
     seen = start
     for batch in batches:
@@ -108,8 +110,8 @@ def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
                 raise
             raise refusal from None
         seen += len(batch['inputs'])
-        if on_batch is not None:
-            on_batch(used, seen)
+        if on_batch is not None and on_batch(used, seen):
+            break
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -137,7 +139,7 @@ def reduce_session(session: ERFSession) -> None:
         acc.open_group(group)
     arrays = acc.arrays()
     # the same keys on every rank (the union of groups), in the same order
-    summed = sorted(k for k in arrays if k.split('/')[0] in ('count', 'coverage', 'sum', 'zero'))
+    summed = sorted(k for k in arrays if k.split('/')[0] in ERFAccumulator.SUMMED)
     for key in summed + ['numbers']:
         total = torch.from_numpy(np.array(arrays[key], copy=True))
         all_reduce(total)

@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ..engine.points import KINDS, PointSpec
+from ..engine.stats import BUCKETS, REPLICATES
 from ..errors import ERFUsageError
 from ..validation import Names, api_name, check_values
 
 DEFAULT_TARGETS = ('backbone.-1', )
+DEFAULT_CI_METRICS = ('effective_radius', 'area_ratio.0.5')
+# metrics with an interval, by the first part of their dotted name
+CI_METRIC_HEADS = ('area_ratio', 'area_side', 'effective_radius', 'center_of_mass',
+                   'radial_mass', 'erf_trf_ratio')
 PointsArg = Union[None, str, Sequence, Mapping, PointSpec]
 
 
@@ -55,6 +60,32 @@ def parse_points(points: PointsArg, **options) -> PointSpec:
         raise ERFUsageError(f'bad points request: {error}') from None
 
 
+def check_intervals(names: Names, fields: Mapping[str, Any]) -> None:
+    """The interval options (``ci_*``), each refused in one sentence naming the fix."""
+    buckets = fields.get('ci_buckets', BUCKETS)
+    if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 0 or buckets == 1:
+        raise ERFUsageError(f'{names("ci_buckets")} must be 0 (no intervals) or an integer '
+                            f'>= 2, got {buckets!r}')
+    replicates = fields.get('ci_replicates', REPLICATES)
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 20:
+        raise ERFUsageError(f'{names("ci_replicates")} must be an integer >= 20 (1000 gives '
+                            f'stable 95 % bounds), got {replicates!r}')
+    width = fields.get('ci_width')
+    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float))
+                              or not 0 < width):
+        raise ERFUsageError(f'{names("ci_width")} must be a relative width > 0 (0.1: every '
+                            f'interval within 10 % of its value), got {width!r}')
+    if width is not None and buckets == 0:
+        raise ERFUsageError(f'{names("ci_width")} stops on the intervals, which '
+                            f'{names("ci_buckets")} 0 turns off; give {names("ci_buckets")} '
+                            f'>= 2')
+    for metric in fields.get('ci_metrics') or ():
+        if str(metric).partition('.')[0] not in CI_METRIC_HEADS:
+            raise ERFUsageError(f'{names("ci_metrics")} {metric!r} is not a metric with an '
+                                f'interval; use effective_radius, area_ratio.0.5, '
+                                f'erf_trf_ratio, ... (one of {", ".join(CI_METRIC_HEADS)})')
+
+
 def _absolute(path):
     return osp.abspath(str(path)) if path else path
 
@@ -78,6 +109,12 @@ class ERFRequest:
         recursive: also list sub-folders of ``images``.
         config, checkpoint, cfg_options, seed: the model (seed: random weights).
         trust_checkpoint, allow_partial: how far a checkpoint is trusted.
+        ci_buckets: image buckets of the 95 % intervals (0: no intervals; memory
+            and the saved sums grow by this factor).
+        ci_replicates: bootstrap replicates of the intervals.
+        ci_width: stop before ``num_images`` once every interval of ``ci_metrics``
+            (every target and group) is narrower than this fraction of its value.
+        ci_metrics: the metrics of the stopping rule (dotted names).
     """
     targets: Tuple[str, ...] = DEFAULT_TARGETS
     num_images: int = 50
@@ -95,10 +132,16 @@ class ERFRequest:
     seed: int = 0
     trust_checkpoint: bool = False
     allow_partial: bool = False
+    ci_buckets: int = BUCKETS
+    ci_replicates: int = REPLICATES
+    ci_width: Optional[float] = None
+    ci_metrics: Tuple[str, ...] = DEFAULT_CI_METRICS
 
     def __post_init__(self):
         targets = [self.targets] if isinstance(self.targets, str) else self.targets
         object.__setattr__(self, 'targets', tuple(targets) if targets is not None else None)
+        metrics = [self.ci_metrics] if isinstance(self.ci_metrics, str) else self.ci_metrics
+        object.__setattr__(self, 'ci_metrics', tuple(metrics or DEFAULT_CI_METRICS))
 
     @classmethod
     def create(cls, names: Names = api_name, *, points: PointsArg = None,
@@ -126,6 +169,7 @@ class ERFRequest:
         if fields.get('labels') is not None and fields.get('images') is None:
             raise ERFUsageError(f'{names("labels")} goes with {names("images")} (the images '
                                 f'it labels); a config dataset brings its own labels')
+        check_intervals(names, fields)
         spec = parse_points(points, point=tuple(point), cap=cap, seed=points_seed,
                             boundary_px=boundary_px, window=window,
                             class_names=tuple(class_names) if class_names else None)
@@ -156,4 +200,6 @@ class ERFRequest:
                     recursive=self.recursive, targets=list(self.targets),
                     input_size=self.input_size, num_images=self.num_images,
                     points=self.points.to_json(), class_index=self.class_index,
-                    seed=self.seed, cfg_options=self.cfg_options)
+                    seed=self.seed, cfg_options=self.cfg_options, ci_buckets=self.ci_buckets,
+                    ci_replicates=self.ci_replicates, ci_width=self.ci_width,
+                    ci_metrics=list(self.ci_metrics) if self.ci_width else None)
