@@ -1,5 +1,4 @@
 """One pipeline: the same maps through every door, every guard on every kind of run."""
-import json
 import os
 
 import numpy as np
