@@ -172,3 +172,14 @@ def test_cli_intervals_stopping_and_size_sweep(images, tmp_path):
     bad = run_cli(TINY_CONFIG, '--img-dir', images, '--ci-buckets', '1', '--out-dir',
                   str(tmp_path / 'bad'))
     assert bad.returncode == 2 and '--ci-buckets must be 0' in bad.stderr
+
+
+def test_table_and_hook_scalars_carry_the_intervals():
+    from mmseg_erf.run.summary import scalars, summary_table
+    acc = run_of(np.random.default_rng(5), 30)
+    result = ERFResult.from_accumulator(acc, PointSpec())
+    out = scalars(result, 'val')
+    low, high = out['val/erf/a/radius_px_ci_low'], out['val/erf/a/radius_px_ci_high']
+    assert low < out['val/erf/a/radius_px'] < high
+    assert out['val/erf/a/area_0.5_pct_ci_low'] < out['val/erf/a/area_0.5_pct_ci_high']
+    assert '95 % interval' in summary_table(result) and '[' in summary_table(result)

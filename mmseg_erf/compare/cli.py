@@ -113,6 +113,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(point_markdown(rows))
     else:
         print(markdown_table(rows))
+    for path in paths:
+        if path.endswith('_differences.md'):
+            with open(path) as f:
+                print(f.read())
     print(f'written: {", ".join(paths)}')
     return 0
 

@@ -9,6 +9,7 @@ from ..engine.plotting import NORMALIZATIONS
 from ..errors import ERFUsageError
 from . import plots
 from .runs import Run, iteration_snapshots, load_runs, match_sizes, select_targets
+from .differences import difference_rows, write_differences
 from .tables import size_text, table_rows, write_tables
 
 # what compare() and evolution() return: the table rows and the written paths
@@ -84,7 +85,10 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
                                    style or plots.Style())
     save_figure(fig, out, dpi)
     rows = table_rows(runs, columns)
-    return rows, [out, *write_tables(rows, out)]
+    paths = [out, *write_tables(rows, out)]
+    if len(runs) > 1:  # each pair's differences, paired where the images are the same
+        paths += write_differences(difference_rows(runs, columns), out)
+    return rows, paths
 
 
 def evolution(erf_dir: str, out: str, target: Optional[str] = None,
