@@ -124,9 +124,10 @@ def write_differences(rows: Sequence[Dict[str, object]], out: str) -> Tuple[str,
     return md, table
 
 
-def significant_metrics(rows: Sequence[Dict[str, object]], second: str,
-                        target: str) -> List[str]:
-    """The metrics in which run ``second`` differs significantly from an earlier run
-    (what the figure marks on its panel)."""
+def significant_metrics(rows: Sequence[Dict[str, object]], second: str, target: str,
+                        first: Optional[str] = None) -> List[str]:
+    """The metrics in which run ``second`` differs significantly from run ``first``
+    (default: from any earlier run): what the figure marks on its panel."""
     return [r['metric'] for r in rows
-            if r['second'] == second and r['target'] == target and r['significant']]
+            if r['second'] == second and r['target'] == target and r['significant']
+            and first in (None, r['first'])]

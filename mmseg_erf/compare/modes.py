@@ -76,6 +76,8 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
     check_out(out)
     runs = match_sizes(load_runs(run_dirs, labels), resample)
     columns = select_targets(runs, targets)
+    # before the figure, whose panels may mark them (compare/marks.py)
+    diffs = difference_rows(runs, columns) if len(runs) > 1 else []
     if overlay is None:
         fig = plots.grid_figure(runs, columns, normalization, scale, style or plots.Style())
     else:
@@ -86,8 +88,8 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
     save_figure(fig, out, dpi)
     rows = table_rows(runs, columns)
     paths = [out, *write_tables(rows, out)]
-    if len(runs) > 1:  # each pair's differences, paired where the images are the same
-        paths += write_differences(difference_rows(runs, columns), out)
+    if diffs:  # each pair's differences, paired where the images are the same
+        paths += write_differences(diffs, out)
     return rows, paths
 
 
