@@ -8,7 +8,7 @@ from torch import nn
 from .engine import ERFResult
 from .errors import ERFUsageError
 from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
-from .engine.stats import BUCKETS, REPLICATES
+from .engine.stats import REPLICATES
 from .run.data import (build_dataset, dataset_classes, image_dataset,  # noqa: F401
                        image_identity, loader_for)
 from .run.request import DEFAULT_CI_METRICS
@@ -26,7 +26,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
                 trust_checkpoint: bool = False, allow_partial: bool = False,
                 seed: int = 0, model_name: Optional[str] = None, points=None,
                 labels: Optional[str] = None,
-                class_names: Optional[Sequence[str]] = None, ci_buckets: int = BUCKETS,
+                class_names: Optional[Sequence[str]] = None, ci_buckets: Optional[int] = None,
                 ci_replicates: int = REPLICATES, ci_width: Optional[float] = None,
                 ci_metrics: Sequence[str] = DEFAULT_CI_METRICS) -> ERFResult:
     """Effective receptive fields of a segmentor.
@@ -53,7 +53,8 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
             ``gt_sem_seg`` themselves).
         class_names: names of the label values (default: the dataset's classes).
         ci_buckets, ci_replicates: 95 % intervals (``metrics[t][g]['ci95']``) from a
-            bootstrap over ``ci_buckets`` buckets of images (0: none).
+            bootstrap over ``ci_buckets`` buckets of images (0: none; default 10 for
+            the centre ERF, 0 for point runs, whose groups keep B (2S-1)^2 canvases).
         ci_width, ci_metrics: stop before ``num_images`` once every interval of
             ``ci_metrics`` is narrower than ``ci_width`` times its value
             (``meta['stopping']`` says why it stopped).

@@ -62,7 +62,7 @@ def parse_points(points: PointsArg, **options) -> PointSpec:
 
 def check_intervals(names: Names, fields: Mapping[str, Any]) -> None:
     """The interval options (``ci_*``), each refused in one sentence naming the fix."""
-    buckets = fields.get('ci_buckets', BUCKETS)
+    buckets = fields.get('ci_buckets')
     if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 0 or buckets == 1:
         raise ERFUsageError(f'{names("ci_buckets")} must be 0 (no intervals) or an integer '
                             f'>= 2, got {buckets!r}')
@@ -77,8 +77,8 @@ def check_intervals(names: Names, fields: Mapping[str, Any]) -> None:
                             f'interval within 10 % of its value), got {width!r}')
     if width is not None and buckets == 0:
         raise ERFUsageError(f'{names("ci_width")} stops on the intervals, which '
-                            f'{names("ci_buckets")} 0 turns off; give {names("ci_buckets")} '
-                            f'>= 2')
+                            f'{names("ci_buckets")} 0 turns off (the default for point '
+                            f'runs); give {names("ci_buckets")} >= 2')
     for metric in fields.get('ci_metrics') or ():
         if str(metric).partition('.')[0] not in CI_METRIC_HEADS:
             raise ERFUsageError(f'{names("ci_metrics")} {metric!r} is not a metric with an '
@@ -169,10 +169,15 @@ class ERFRequest:
         if fields.get('labels') is not None and fields.get('images') is None:
             raise ERFUsageError(f'{names("labels")} goes with {names("images")} (the images '
                                 f'it labels); a config dataset brings its own labels')
-        check_intervals(names, fields)
         spec = parse_points(points, point=tuple(point), cap=cap, seed=points_seed,
                             boundary_px=boundary_px, window=window,
                             class_names=tuple(class_names) if class_names else None)
+        if fields.get('ci_buckets') is None:
+            # the centre's buckets are B copies of one S x S map per target; a point set's
+            # are B copies of a (2S-1)^2 canvas per target and group (a per-class run at
+            # 1024 with 150 classes: tens of GB), so there intervals are asked for
+            fields['ci_buckets'] = BUCKETS if spec.fixed_anchor else 0
+        check_intervals(names, fields)
         return cls(points=spec, **fields)
 
     def replace(self, **changes) -> 'ERFRequest':

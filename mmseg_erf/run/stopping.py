@@ -22,9 +22,11 @@ CHECK_REPLICATES = 100
 
 def add_interval_arguments(parser) -> None:
     """The command line's interval and stopping options (``tools/erf_seg.py``)."""
-    parser.add_argument('--ci-buckets', type=int, default=BUCKETS, metavar='B',
+    parser.add_argument('--ci-buckets', type=int, default=None, metavar='B',
                         help='95%% intervals from a bootstrap over B buckets of images '
-                             '(position %% B); memory and saved sums grow B-fold; 0: none')
+                             '(position %% B); memory and saved sums grow B-fold; 0: none; '
+                             f'default {BUCKETS} for the centre ERF, 0 for --points runs '
+                             '(each group keeps B (2S-1)^2 canvases: give B to ask)')
     parser.add_argument('--ci-replicates', type=int, default=REPLICATES, metavar='R',
                         help='bootstrap replicates of the intervals')
     parser.add_argument('--ci-width', type=float, default=None, metavar='REL',
