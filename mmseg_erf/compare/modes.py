@@ -79,12 +79,13 @@ def compare(run_dirs: Sequence[str], out: str, labels: Optional[Sequence[str]] =
     # before the figure, whose panels may mark them (compare/marks.py)
     diffs = difference_rows(runs, columns) if len(runs) > 1 else []
     if overlay is None:
-        fig = plots.grid_figure(runs, columns, normalization, scale, style or plots.Style())
+        fig = plots.grid_figure(runs, columns, normalization, scale, style or plots.Style(),
+                                diffs)
     else:
         image = load_overlay_image(overlay, runs[0].result.input_size)
         _warn_off_centre(runs)
         fig = plots.overlay_figure(runs, columns, image, normalization, contours,
-                                   style or plots.Style())
+                                   style or plots.Style(), diffs)
     save_figure(fig, out, dpi)
     rows = table_rows(runs, columns)
     paths = [out, *write_tables(rows, out)]

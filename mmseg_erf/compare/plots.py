@@ -19,6 +19,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from ..engine.plotting import CMAP, SCALE_NAMES, check_cmap, metrics_line, normalize
+from .differences import significant_metrics
+from .marks import draw_trf_outline, mark_significant
 from ..errors import ERFUsageError
 
 PANEL = 2.4       # side of one map panel
@@ -164,9 +166,20 @@ def _scale_label(normalization: str, scale: str) -> str:
     return f'{SCALE_NAMES[normalization]} / {over}'
 
 
+def _marks(ax, runs, row: int, target: str, diffs: Sequence[Dict], shape) -> None:
+    """The panel's TRF outline, and (rows after the first) the metrics that differ
+    significantly from the first run."""
+    run = runs[row]
+    draw_trf_outline(ax, run.result.metrics_of(target).get('trf'), shape)
+    if row and diffs:
+        mark_significant(ax, significant_metrics(diffs, run.label, target,
+                                                 first=runs[0].label), against=runs[0].label)
+
+
 def grid_figure(runs, targets: Sequence[str], normalization: str, scale: str,
-                style: Style = Style()) -> Figure:
-    """Heatmaps: one row per run, one column per target, one colour bar."""
+                style: Style = Style(), diffs: Sequence[Dict] = ()) -> Figure:
+    """Heatmaps: one row per run, one column per target, one colour bar; the TRF
+    outlined, and ``diffs`` (:mod:`.differences`) marked on the panels they concern."""
     rows, cols = len(runs), len(targets)
     titles = style.column_titles(targets)
     fig = _new_figure(*grid_size_inches(rows, cols, style=style))
@@ -178,6 +191,7 @@ def grid_figure(runs, targets: Sequence[str], normalization: str, scale: str,
         run, target = runs[row], targets[col]
         ax = _panel(fig, row, col, style)
         image = ax.imshow(data, cmap=style.cmap, vmin=0.0, vmax=1.0)
+        _marks(ax, runs, row, target, diffs, data.shape)
         _caption(ax, run.result.metrics_of(target), style)
         if row == 0:
             ax.set_title(_wrap(titles[col]), fontsize=9)
@@ -250,7 +264,7 @@ def _overlay_legend(fig: Figure, contours: str) -> None:
 
 
 def overlay_figure(runs, targets: Sequence[str], image: np.ndarray, normalization: str,
-                   contours: str, style: Style = Style()) -> Figure:
+                   contours: str, style: Style = Style(), diffs: Sequence[Dict] = ()) -> Figure:
     """ERF contours over one image: one panel per run x target, a legend below.
 
     The squares have the sides of the 20/50/99 % area ratios and are centred where
@@ -269,6 +283,7 @@ def overlay_figure(runs, targets: Sequence[str], image: np.ndarray, normalizatio
                 _draw_squares(ax, run.result.metrics_of(target), size)
             if contours in ('levels', 'both'):
                 _draw_levels(ax, normalize(run.result.map(target), normalization))
+            _marks(ax, runs, row, target, diffs, size)
             # contours must not widen the view beyond the image
             ax.set_xlim(-0.5, size[1] - 0.5)
             ax.set_ylim(size[0] - 0.5, -0.5)

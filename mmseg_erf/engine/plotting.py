@@ -7,6 +7,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .metrics import normalized_metrics, replknet_normalize, vmamba_normalize
+from .trf_plot import draw_trf_outline
 
 NORMALIZATIONS = {'replknet': replknet_normalize, 'vmamba': vmamba_normalize}
 CMAP = 'RdYlGn'  # the colour map of RepLKNet's and VMamba's published figures
@@ -48,10 +49,15 @@ def pixels(value: Optional[float]) -> str:
 
 
 def metrics_line(metrics: Dict) -> str:
-    """Two lines under a panel: the 50 % and 99 % area ratios and the effective radius."""
+    """Two lines under a panel: the 50 % and 99 % area ratios and the effective radius,
+    the radius with its 95 % interval where the run has one (``ci95``)."""
     areas = metrics.get('area_ratio') or {}
+    radius = pixels(metrics.get('effective_radius'))
+    low, high = ((metrics.get('ci95') or {}).get('effective_radius') or (None, None))
+    if low is not None and high is not None:
+        radius += f' [{low:.1f}, {high:.1f}]'
     return (f'area@0.5 {percent(areas.get("0.5"))}  @0.99 {percent(areas.get("0.99"))}\n'
-            f'eff. radius {pixels(metrics.get("effective_radius"))}')
+            f'eff. radius {radius}')
 
 
 def scale_label(normalization: str, over: str = 'max') -> str:
@@ -60,10 +66,13 @@ def scale_label(normalization: str, over: str = 'max') -> str:
 
 
 def heatmap_figure(erf_map: np.ndarray, title: str = '', normalization: str = 'replknet',
-                   size_inches: float = 5.0, dpi: int = 100, cmap: str = CMAP) -> Figure:
+                   size_inches: float = 5.0, dpi: int = 100, cmap: str = CMAP,
+                   metrics: Optional[Dict] = None) -> Figure:
     """The normalised map with a title, a colour bar, and the map's area ratios and
     effective radius below it (RepLKNet's numbers: the map is the image frame, as in a
-    classic run)."""
+    classic run). ``metrics`` (the run's, with ``ci95`` and ``trf``): the caption shows
+    them with the radius's interval and the TRF is outlined; without, the caption's
+    numbers are computed from the map."""
     data = normalize(erf_map, normalization)
     fig = Figure(figsize=(size_inches * 1.15, size_inches), dpi=dpi, layout='constrained')
     FigureCanvasAgg(fig)
@@ -74,8 +83,11 @@ def heatmap_figure(erf_map: np.ndarray, title: str = '', normalization: str = 'r
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    values = np.where(np.isfinite(erf_map), erf_map, 0.0)
-    ax.set_xlabel(metrics_line(normalized_metrics(replknet_normalize(values))), fontsize=8)
+    if metrics is None:
+        values = np.where(np.isfinite(erf_map), erf_map, 0.0)
+        metrics = normalized_metrics(replknet_normalize(values))
+    draw_trf_outline(ax, metrics.get('trf'), data.shape)
+    ax.set_xlabel(metrics_line(metrics), fontsize=8)
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     bar.set_label(scale_label(normalization), fontsize=8)
     bar.ax.tick_params(labelsize=8)
@@ -83,9 +95,10 @@ def heatmap_figure(erf_map: np.ndarray, title: str = '', normalization: str = 'r
 
 
 def render_heatmap(erf_map: np.ndarray, title: str = '', normalization: str = 'replknet',
-                   size_inches: float = 5.0, dpi: int = 100, cmap: str = CMAP) -> np.ndarray:
+                   size_inches: float = 5.0, dpi: int = 100, cmap: str = CMAP,
+                   metrics: Optional[Dict] = None) -> np.ndarray:
     """:func:`heatmap_figure` as an RGB uint8 image (H, W, 3)."""
-    fig = heatmap_figure(erf_map, title, normalization, size_inches, dpi, cmap)
+    fig = heatmap_figure(erf_map, title, normalization, size_inches, dpi, cmap, metrics)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 

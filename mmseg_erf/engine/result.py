@@ -229,7 +229,8 @@ class ERFResult:
 
     def heatmap(self, target: str, normalization: str = 'replknet') -> np.ndarray:
         """RGB uint8 heatmap of one target's only group, as written to ``erf_<target>.png``."""
-        return render_heatmap(self.map(target), self.title(target), normalization)
+        return render_heatmap(self.map(target), self.title(target), normalization,
+                              metrics=self.metrics_of(target))
 
     def to_json(self) -> dict:
         info = {
