@@ -26,6 +26,9 @@ def hook_cfg(tmp_path, voc_tree, **hook):
                              num_images=3, input_size=64, **hook)]
     cfg.launcher = 'none'
     cfg.randomness = dict(seed=0)
+    # a visualizer of its own: mmengine hands a Runner the existing instance of a name,
+    # and an earlier test's instance would write into that test's work_dir
+    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
     return cfg
 
 
