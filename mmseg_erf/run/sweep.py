@@ -126,25 +126,34 @@ def write_sweep(out_dir: str, results: Mapping[int, object]) -> List[str]:
 
 
 def sweep_figure(rows: Sequence[Dict[str, object]]):
-    """Each metric against the input size, one line per target, intervals as bars."""
+    """Each metric against the input size, one line per target, intervals as bars;
+    area ratios in percent, the sizes themselves as ticks."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator
     fig = Figure(figsize=(3.2 * len(SWEEP_METRICS), 3.0), layout='constrained')
     axes = fig.subplots(1, len(SWEEP_METRICS))
     targets = list(dict.fromkeys(r['target'] for r in rows))
+    sizes = sorted({int(r['size']) for r in rows})
     for ax, (heading, name) in zip(axes, SWEEP_METRICS):
+        scale = 100.0 if name.startswith('area') else 1.0
         for target in targets:
             own = [r for r in rows if r['target'] == target and r[name] is not None]
             if not own:
                 continue
             xs = [r['size'] for r in own]
-            ys = [r[name] for r in own]
-            err = [[max(0.0, r[name] - (r[f'{name} ci95'] or [r[name]] * 2)[0]) for r in own],
-                   [max(0.0, (r[f'{name} ci95'] or [r[name]] * 2)[1] - r[name]) for r in own]]
+            ys = [r[name] * scale for r in own]
+            bounds = [r[f'{name} ci95'] or [r[name]] * 2 for r in own]
+            err = [[max(0.0, y - low * scale) for y, (low, _) in zip(ys, bounds)],
+                   [max(0.0, high * scale - y) for y, (_, high) in zip(ys, bounds)]]
             ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=target)
         ax.set_xscale('log', base=2)
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(s) for s in sizes])
         ax.set_xlabel('input size S (px)')
-        ax.set_title(heading, fontsize=10)
+        ax.set_title(heading + (' (%)' if scale != 1.0 else ''), fontsize=10)
     axes[0].legend(fontsize=7)
+    fig.suptitle('95 % intervals: bootstrap over image buckets', fontsize=9)
     return fig
