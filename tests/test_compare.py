@@ -14,6 +14,7 @@ from mmseg_erf.compare import (ResampleWarning, compare, default_label, iteratio
                                load_overlay_image, main, resample_map)
 from mmseg_erf.compare.plots import LEVEL_COLOURS, SQUARE_COLOURS, display_maps, grid_size_inches
 from mmseg_erf.engine import ERFResult, erf_metrics
+from mmseg_erf.engine.plotting import percent
 from mmseg_erf.engine.plotting import normalize
 
 from conftest import REPO
@@ -80,8 +81,8 @@ def test_grid_figure_and_tables(two_runs, tmp_path, capsys):
         assert row['input_size'] == '32x32' and row['num_images'] == '4'
         for t in ('0.2', '0.3', '0.5', '0.99'):
             assert number(row[f'area_{t}']) == m['area_ratio'][t]
-            if m['area_ratio'][t] is not None:
-                assert f'| {m["area_ratio"][t]:.4f} |' in markdown
+            if m['area_ratio'][t] is not None:  # in percent, 3 significant digits
+                assert f'| {percent(m["area_ratio"][t])} |' in markdown
         assert float(row['effective_radius']) == m['effective_radius']
         assert f'{m["effective_radius"]:.2f}' in markdown
     # 99 % of the widest map needs a square larger than RepLKNet's bound: '-', not 0

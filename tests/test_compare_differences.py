@@ -63,7 +63,7 @@ def test_the_grid_marks_significant_panels_and_outlines_the_trf(tmp_path):
     panels = [ax for ax in fig.axes if ax.images]
     texts = [[t.get_text() for t in ax.texts] for ax in panels]
     assert not any(t.startswith('* ') for t in texts[0])
-    assert any(t.startswith('* ') and 'effective_radius' in t for t in texts[1])
+    assert any(t.startswith('* ') and 'radius' in t for t in texts[1])
     runs[0].result.metrics['a']['centre']['trf'] = dict(side=9, clipped=False)
     fig = plots.grid_figure(runs, ['a'], 'replknet', 'per-panel', plots.Style(), diffs)
     first = [ax for ax in fig.axes if ax.images][0]

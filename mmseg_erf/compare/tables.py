@@ -7,6 +7,8 @@ import csv
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..engine.plotting import percent
+
 THRESHOLDS = ('0.2', '0.3', '0.5', '0.99')
 COLUMNS = ['run', 'target', 'input_size', 'num_images'] + \
     [f'area_{t}' for t in THRESHOLDS] + ['effective_radius', 'com_dy', 'com_dx', 'run_dir']
@@ -51,7 +53,7 @@ def markdown_table(rows: Sequence[Dict[str, object]]) -> str:
     for r in rows:
         com = '-' if r['com_dy'] is None else f'({r["com_dy"]:+.2f}, {r["com_dx"]:+.2f})'
         cells = [str(r['run']), str(r['target']), str(r['input_size']), str(r['num_images'])]
-        cells += [_fmt(r[f'area_{t}'], 4) for t in THRESHOLDS]
+        cells += [percent(r[f'area_{t}']) for t in THRESHOLDS]  # 0.0001 said too little
         cells += [_fmt(r['effective_radius'], 2), com]
         # a '|' in a label would split the cell
         lines.append('| ' + ' | '.join(c.replace('|', '\\|') for c in cells) + ' |')
