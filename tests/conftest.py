@@ -42,6 +42,22 @@ def make_voc_tree(root, splits=(('train', 6), ('val', 5)), labels=True, size=(48
     return str(root)
 
 
+def interrupt_feed_after(monkeypatch, batches: int):
+    """Ctrl-C inside a run: the run loop raises KeyboardInterrupt when it is handed
+    batch ``batches + 1``. Returns the function that puts the real loop back."""
+    import mmseg_erf.run.loop as loop
+    real, calls = loop.feed_batch, []
+
+    def feed(*args, **kwargs):
+        if len(calls) == batches:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, 'feed_batch', feed)
+    return lambda: monkeypatch.setattr(loop, 'feed_batch', real)
+
+
 @pytest.fixture
 def voc_tree(tmp_path):
     return make_voc_tree(tmp_path / 'data')

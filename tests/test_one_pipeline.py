@@ -10,12 +10,11 @@ from mmengine.runner import Runner
 from torch import nn
 
 import mmseg_erf  # noqa: F401
-import mmseg_erf.run.loop
 from mmseg_erf import compute_erf
 from mmseg_erf.cli import main
 from mmseg_erf.engine import ERFResult, ERFSession, PointSpec
 
-from conftest import TINY_CONFIG, make_voc_tree
+from conftest import TINY_CONFIG, interrupt_feed_after, make_voc_tree
 
 TARGETS = ['backbone.1', 'decode_head']
 MMLogger.get_instance('mmseg_erf', log_level='INFO')  # see test_points_doors.py
@@ -148,19 +147,11 @@ def test_a_point_run_killed_midway_resumes_to_the_uninterrupted_maps(labelled, m
                    'decode_head']
     whole = root / 'whole'
     assert main(args + ['--out-dir', str(whole)]) == 0
-    real_feed, calls = mmseg_erf.run.loop.feed_batch, []
-
-    def interrupted_feed(*a, **k):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_feed(*a, **k)
-
-    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', interrupted_feed)
+    restore = interrupt_feed_after(monkeypatch, 2)
     split = root / 'split'
     assert main(args + ['--out-dir', str(split)]) == 130
     assert (split / '.erf_state' / 'rank0.npz').is_file()
-    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', real_feed)
+    restore()
     assert main(args + ['--out-dir', str(split), '--resume']) == 0
     a, b = ERFResult.read(str(whole)), ERFResult.read(str(split))
     assert a.counts == b.counts and a.num_images == b.num_images == 4

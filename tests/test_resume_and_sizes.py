@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from torch import nn
 
-import mmseg_erf.run.loop
 from mmseg_erf.cli import main
 from mmseg_erf.engine import ERFSession, FeatureTaps
 from mmseg_erf.errors import ERFUsageError
 from mmseg_erf.segmentor import check_input_size
 
-from conftest import REPO, TINY_CONFIG, make_voc_tree
+from conftest import REPO, TINY_CONFIG, interrupt_feed_after, make_voc_tree
 
 
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
@@ -26,23 +25,14 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
             '--input-size', '48', '--num-workers', '0', '--save-every', '2']
     assert main(args + ['--out-dir', str(tmp_path / 'whole')]) == 0
 
-    real_feed = mmseg_erf.run.loop.feed_batch
-    calls = []
-
-    def interrupted_feed(*a, **k):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_feed(*a, **k)
-
-    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', interrupted_feed)
+    restore = interrupt_feed_after(monkeypatch, 3)
     out = tmp_path / 'split'
     assert main(args + ['--out-dir', str(out)]) == 130
     partial = json.loads((out / 'metrics.json').read_text())
     assert partial['num_images'] == 3 and partial['meta']['partial'] is True
     assert (out / '.erf_state' / 'rank0.npz').is_file()
 
-    monkeypatch.setattr(mmseg_erf.run.loop, 'feed_batch', real_feed)
+    restore()
     # a different run must not continue this one
     assert main(args + ['--out-dir', str(out), '--resume', '--input-size', '64']) == 2
     assert main(args + ['--out-dir', str(out), '--resume']) == 0
