@@ -60,6 +60,8 @@ def test_hook_cli_and_api_give_the_same_maps(sized_tree):
     cli = ERFResult.read(str(cli_dir))
     api = compute_erf(TINY_CONFIG, images, TARGETS, num_images=3, input_size=64,
                       checkpoint=checkpoint)
+    # the same images in the same order: erf_compare pairs a snapshot with a CLI run
+    assert hook.meta['images'] == cli.meta['images'] and hook.meta['images']['count'] == 3
     for other in (cli, api):
         assert other.num_images == 3
         for target in TARGETS:

@@ -13,7 +13,7 @@ from ..engine import ERFSession, FeatureTaps
 from ..errors import ERFUsageError
 from ..heads import head_runner_for
 from ..run import DEFAULT_TARGETS, ERFRequest, feed_batch, open_session, reduce_session
-from ..run.data import dataset_classes
+from ..run.data import dataset_classes, image_identity
 from ..run.loop import batch_size_of
 from ..run.summary import log_line, scalars
 from ..segmentor import unwrap
@@ -177,6 +177,7 @@ class ERFHook(Hook):
         classes = dataset_classes(getattr(dataloader, 'dataset', None)) or \
             (getattr(model, 'dataset_meta', None) or {}).get('classes')
         self._session = open_session(model, self.request.with_class_names(classes))
+        self._dataset = getattr(dataloader, 'dataset', None)
         self._size = self.request.input_size
         self._seen = 0
 
@@ -199,8 +200,12 @@ class ERFHook(Hook):
             return
         model_name = osp.splitext(osp.basename(runner.cfg.filename or ''))[0] \
             if getattr(runner, 'cfg', None) is not None else ''
+        # which images (for erf_compare to pair two snapshots' differences)
+        used = min(session.next_position, self.request.num_images)
+        images = image_identity(self._dataset, used) if self._dataset is not None else None
         result = session.result(model_name, meta=dict(mode=mode, iteration=_iteration(runner),
-                                                      world_size=get_world_size()))
+                                                      world_size=get_world_size(),
+                                                      images=images))
         out_dir = osp.join(self.out_dir or osp.join(runner.work_dir, 'erf'), snapshot)
         if is_main_process():
             heatmaps = result.write(out_dir)
