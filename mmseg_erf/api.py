@@ -9,8 +9,8 @@ from .engine import ERFResult
 from .errors import ERFUsageError
 from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
 from .engine.stats import REPLICATES
-from .run.data import (build_dataset, dataset_classes, image_dataset,  # noqa: F401
-                       image_identity, loader_for)
+from .run.data import build_dataset, dataset_classes, image_dataset, loader_for  # noqa: F401
+from .run.loop import device_of, images_meta
 from .run.request import DEFAULT_CI_METRICS
 from .run.stopping import StopRule
 from .segmentor import unwrap
@@ -95,7 +95,7 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     session = open_session(model, request)
     # the first batch checks the input size (accumulate names the sizes that work)
     check_model(model, session.taps, request.targets, class_index, input_size,
-                _device_of(model), api_name, probe_forward=False)
+                device_of(model), api_name, probe_forward=False)
     length, dataset = None, getattr(images, 'dataset', None)
     if request.images is not None:
         dataset = build_dataset(request, getattr(model, 'cfg', None))
@@ -109,12 +109,8 @@ def compute_erf(model: Union[nn.Module, str], images, targets: Sequence[str] = D
     accumulate(model, session, images, input_size, dataset_length=length,
                on_batch=None if rule is None else lambda *_: rule.check(session.accumulator))
     reduce_session(session)
-    used = session.next_position if rule is not None else num_images
-    info = dict(images=image_identity(dataset, used) if dataset is not None else None)
-    if rule is not None:
-        info['stopping'] = rule.record(session.accumulator.images if session.accumulator
-                                       else 0)
-    return session.result(model_name or type(model).__name__, info)
+    return session.result(model_name or type(model).__name__,
+                          images_meta(session, dataset, num_images, rule))
 
 
 def compute_erf_sizes(model, images, input_sizes: Sequence[int],
@@ -168,7 +164,3 @@ def _model(model, request: ERFRequest, device: Optional[str], model_name: Option
     model.eval()
     return model, model_name
 
-
-def _device_of(model: nn.Module):
-    from .run.loop import device_of
-    return device_of(model)

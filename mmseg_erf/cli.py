@@ -15,7 +15,8 @@ from .engine import ClassRangeError, ERFResult, NoImagesError, TargetError
 from .errors import ERFUsageError
 from .input_size import check_memory
 from .run import DEFAULT_TARGETS, ERFRequest, accumulate, open_session, reduce_session
-from .run.data import build_dataset, dataset_classes, image_identity, loader_for
+from .run.loop import images_meta
+from .run.data import build_dataset, dataset_classes, loader_for
 from .run.state import RunState, protect_out_dir, run_options
 from .run.stopping import StopRule, add_interval_arguments
 from .run.summary import summary_table
@@ -303,12 +304,8 @@ def _compute(args, request, model, session, dataset, state, seen, out_dir, confi
         logger.info(timer.summary())
         logger.info(wait_policy_summary())
     reduce_session(session)
-    used = min(session.next_position if rule is not None else request.num_images, len(dataset))
-    meta = dict(meta, images=image_identity(dataset, used))
-    if rule is not None:
-        meta['stopping'] = rule.record(session.accumulator.images if session.accumulator
-                                       else 0)
-    result = session.result(config_name, meta)
+    result = session.result(config_name, dict(meta, **images_meta(
+        session, dataset, request.num_images, rule)))
     if is_main_process():
         result.write(out_dir)
         print(f'\n{summary_table(result)}\n')
@@ -319,7 +316,7 @@ def _compute(args, request, model, session, dataset, state, seen, out_dir, confi
         print(f'{result.num_images} images averaged, {result.skipped} skipped; '
               f'written to {out_dir}')
         if rule is not None:
-            print(f'stopped: {meta["stopping"]["reason"]}')
+            print(f'stopped: {result.meta["stopping"]["reason"]}')
     state.clear()
     return result
 

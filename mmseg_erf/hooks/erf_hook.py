@@ -13,8 +13,8 @@ from ..engine import ERFSession, FeatureTaps
 from ..errors import ERFUsageError
 from ..heads import head_runner_for
 from ..run import DEFAULT_TARGETS, ERFRequest, feed_batch, open_session, reduce_session
-from ..run.data import dataset_classes, image_identity
-from ..run.loop import batch_size_of
+from ..run.data import dataset_classes
+from ..run.loop import batch_size_of, images_meta
 from ..run.summary import log_line, scalars
 from ..segmentor import unwrap
 
@@ -200,12 +200,9 @@ class ERFHook(Hook):
             return
         model_name = osp.splitext(osp.basename(runner.cfg.filename or ''))[0] \
             if getattr(runner, 'cfg', None) is not None else ''
-        # which images (for erf_compare to pair two snapshots' differences)
-        used = min(session.next_position, self.request.num_images)
-        images = image_identity(self._dataset, used) if self._dataset is not None else None
-        result = session.result(model_name, meta=dict(mode=mode, iteration=_iteration(runner),
-                                                      world_size=get_world_size(),
-                                                      images=images))
+        result = session.result(model_name, meta=dict(
+            mode=mode, iteration=_iteration(runner), world_size=get_world_size(),
+            **images_meta(session, self._dataset, self.request.num_images)))
         out_dir = osp.join(self.out_dir or osp.join(runner.work_dir, 'erf'), snapshot)
         if is_main_process():
             heatmaps = result.write(out_dir)

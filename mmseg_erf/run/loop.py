@@ -25,7 +25,7 @@ from ..engine.accumulator import ERFAccumulator
 from ..heads import head_runner_for
 from ..input_size import MODEL_ERRORS, refused_size
 from ..segmentor import batch_inputs
-from .data import batch_labels
+from .data import batch_labels, image_identity
 from .request import ERFRequest
 
 
@@ -112,6 +112,18 @@ def accumulate(model: nn.Module, session: ERFSession, batches: Iterable[dict],
         seen += len(batch['inputs'])
         if on_batch is not None and on_batch(used, seen):
             break
+
+
+def images_meta(session: ERFSession, dataset, num_images: int, rule=None) -> dict:
+    """What a finished run records about its images, through every door: which ones
+    (``images``: erf_compare pairs runs on the same images) and, with a stopping rule
+    (:class:`.stopping.StopRule`), when and why it stopped (``stopping``)."""
+    used = session.next_position if rule is not None else num_images
+    info = dict(images=image_identity(dataset, used) if dataset is not None else None)
+    if rule is not None:
+        acc = session.accumulator
+        info['stopping'] = rule.record(acc.images if acc is not None else 0)
+    return info
 
 
 def device_of(model: nn.Module) -> torch.device:
